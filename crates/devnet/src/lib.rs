@@ -1,0 +1,1 @@
+//! devnet (work in progress).

@@ -1,0 +1,1 @@
+//! dir (work in progress).

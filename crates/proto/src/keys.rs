@@ -1,0 +1,203 @@
+//! ed25519 identities and the `key.seed` / `key.pub` file formats (protocol.md §1.4, §2).
+//!
+//! Parsing and rendering of key files only; reading and writing them (permissions, atomic
+//! rename) is the daemon crate's job.
+
+use crate::b64;
+use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use std::fmt;
+
+/// A 32-byte ed25519 public key, shown and serialised as base64url.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey(pub [u8; 32]);
+
+/// A 64-byte ed25519 signature, shown and serialised as base64url.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(pub [u8; 64]);
+
+/// A signing identity (seed and derived public key). Never printed.
+#[derive(Clone)]
+pub struct Keypair {
+    signing: SigningKey,
+}
+
+/// Why a key, key file or signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The text is not base64url.
+    #[error(transparent)]
+    Encoding(#[from] b64::DecodeError),
+    /// Decoded, but of the wrong size.
+    #[error("invalid {what} size: {got}, should be {want}")]
+    Size {
+        /// Which kind of value.
+        what: &'static str,
+        /// Bytes decoded.
+        got: usize,
+        /// Bytes required.
+        want: usize,
+    },
+    /// The signature does not verify under the key.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// The public key bytes are not a valid curve point.
+    #[error("public key is not a valid ed25519 point")]
+    BadPoint,
+}
+
+impl PublicKey {
+    /// Parses base64url text of exactly 32 bytes.
+    pub fn from_b64(text: &str) -> Result<Self, KeyError> {
+        Ok(Self(exact::<32>(b64::decode(text)?, "public key")?))
+    }
+
+    /// The base64url text of the key.
+    pub fn to_b64(&self) -> String {
+        b64::encode(self.0)
+    }
+
+    /// Verifies `sig` over `msg` (RFC 8032; non-canonical S rejected).
+    pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
+        let vk = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::BadPoint)?;
+        vk.verify(msg, &ed25519_dalek::Signature::from_bytes(&sig.0))
+            .map_err(|_| KeyError::BadSignature)
+    }
+}
+
+impl Signature {
+    /// Parses base64url text of exactly 64 bytes.
+    pub fn from_b64(text: &str) -> Result<Self, KeyError> {
+        Ok(Self(exact::<64>(b64::decode(text)?, "signature")?))
+    }
+
+    /// The base64url text of the signature.
+    pub fn to_b64(&self) -> String {
+        b64::encode(self.0)
+    }
+}
+
+impl Keypair {
+    /// Builds the keypair from a 32-byte seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            signing: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// A fresh random keypair from the system CSPRNG.
+    pub fn generate() -> Self {
+        Self {
+            signing: SigningKey::generate(&mut rand_core::OsRng),
+        }
+    }
+
+    /// The 32-byte seed.
+    pub fn seed(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.signing.verifying_key().to_bytes())
+    }
+
+    /// The 64-byte private key form `seed || public key`.
+    pub fn private_key_64(&self) -> [u8; 64] {
+        self.signing.to_keypair_bytes()
+    }
+
+    /// Parses the 64-byte private key form, checking that its public half matches the seed.
+    pub fn from_private_key_64(bytes: &[u8]) -> Result<Self, KeyError> {
+        let arr = exact::<64>(bytes.to_vec(), "private key")?;
+        SigningKey::from_keypair_bytes(&arr)
+            .map(|signing| Self { signing })
+            .map_err(|_| KeyError::BadPoint)
+    }
+
+    /// Signs `msg` (deterministic, RFC 8032).
+    pub fn sign(&self, msg: &[u8]) -> Signature {
+        Signature(self.signing.sign(msg).to_bytes())
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keypair({})", self.public())
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_b64())
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_b64())
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({self})")
+    }
+}
+
+fn exact<const N: usize>(bytes: Vec<u8>, what: &'static str) -> Result<[u8; N], KeyError> {
+    let got = bytes.len();
+    bytes.try_into().map_err(|_| KeyError::Size {
+        what,
+        got,
+        want: N,
+    })
+}
+
+/// The outcome of reading a `key.seed` file.
+#[derive(Debug)]
+pub struct LoadedSeed {
+    /// The identity.
+    pub keypair: Keypair,
+    /// `Some(bytes)` when the file was in the legacy bare form and must be rewritten so.
+    pub rewrite: Option<Vec<u8>>,
+}
+
+/// Renders a `key.seed` file: the seed as a JSON string of base64url, no newline.
+pub fn seed_file(kp: &Keypair) -> Vec<u8> {
+    format!("\"{}\"", b64::encode(kp.seed())).into_bytes()
+}
+
+/// Renders a `key.pub` file: the public key as a JSON string of base64url, no newline.
+pub fn pub_file(pk: &PublicKey) -> Vec<u8> {
+    format!("\"{}\"", pk.to_b64()).into_bytes()
+}
+
+/// Parses the contents of a `key.seed` file (JSON string form, or the legacy bare form,
+/// which the caller must rewrite with [`LoadedSeed::rewrite`]).
+pub fn parse_seed_file(contents: &[u8]) -> Result<LoadedSeed, KeyError> {
+    let (decoded, rewrite) = match serde_json::from_slice::<serde_json::Value>(contents) {
+        Ok(serde_json::Value::String(s)) => (b64::decode(&s)?, None),
+        Ok(_) => {
+            return Err(KeyError::Encoding(b64::DecodeError {
+                reason: "key.seed must hold a JSON string".into(),
+            }))
+        }
+        Err(_) => {
+            let decoded = b64::decode(contents)?;
+            let text = format!("\"{}\"", b64::encode(&decoded)).into_bytes();
+            (decoded, Some(text))
+        }
+    };
+    let seed = exact::<32>(decoded, "seed")?;
+    Ok(LoadedSeed {
+        keypair: Keypair::from_seed(seed),
+        rewrite,
+    })
+}

@@ -1,0 +1,12 @@
+//! Wireleap protocol types: every signed object, its exact encoding, and its validation.
+//!
+//! This crate does no I/O and reads no clock: time is passed in as unix seconds, bytes are
+//! passed in as slices. Networking, storage and process management live in other crates that
+//! depend on this one. The byte-level rules follow `shared/spec/protocol.md`; each module names
+//! the section it implements, and its tests replay the known-answer files in `shared/vectors/`.
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![warn(missing_docs)]
+
+pub mod b64;
+pub mod keys;

@@ -1,0 +1,1 @@
+//! ps-dummy (work in progress).

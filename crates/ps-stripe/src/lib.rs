@@ -1,0 +1,1 @@
+//! ps-stripe (work in progress).

@@ -1,0 +1,1 @@
+//! release (work in progress).

@@ -1,0 +1,1 @@
+//! upgrade (work in progress).
