@@ -153,11 +153,9 @@ impl fmt::Debug for Signature {
 
 fn exact<const N: usize>(bytes: Vec<u8>, what: &'static str) -> Result<[u8; N], KeyError> {
     let got = bytes.len();
-    bytes.try_into().map_err(|_| KeyError::Size {
-        what,
-        got,
-        want: N,
-    })
+    bytes
+        .try_into()
+        .map_err(|_| KeyError::Size { what, got, want: N })
 }
 
 /// The outcome of reading a `key.seed` file.

@@ -9,4 +9,5 @@
 #![warn(missing_docs)]
 
 pub mod b64;
+pub mod json;
 pub mod keys;
