@@ -39,10 +39,13 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
     Ok(serde_json::from_value(value)?)
 }
 
-fn write<T: Serialize + ?Sized>(value: &T, html: bool) -> Result<Vec<u8>, JsonError> {
+fn write<T: Serialize + ?Sized>(
+    value: &T,
+    html: bool,
+    pretty: Option<serde_json::ser::PrettyFormatter<'static>>,
+) -> Result<Vec<u8>, JsonError> {
     let mut out = Vec::with_capacity(128);
-    let mut ser =
-        serde_json::Serializer::with_formatter(&mut out, GoFormatter { html, pretty: None });
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter { html, pretty });
     value.serialize(&mut ser)?;
     Ok(out)
 }
