@@ -199,3 +199,31 @@ pub fn parse_seed_file(contents: &[u8]) -> Result<LoadedSeed, KeyError> {
         rewrite,
     })
 }
+
+// JSON form of keys and signatures: a base64url string (protocol.md §1.2). Decoding accepts
+// the original's lenient base64url and then insists on the exact size.
+impl serde::Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_b64())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_b64(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Signature {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_b64())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Signature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_b64(&text).map_err(serde::de::Error::custom)
+    }
+}
