@@ -9,5 +9,8 @@
 #![warn(missing_docs)]
 
 pub mod b64;
+pub mod fields;
 pub mod json;
 pub mod keys;
+pub mod status;
+pub mod version;
