@@ -6,7 +6,6 @@
 
 use base64::alphabet::URL_SAFE;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
 const ENCODER: GeneralPurpose = GeneralPurpose::new(
@@ -14,19 +13,21 @@ const ENCODER: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_encode_padding(false),
 );
 
-const DECODER: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-        .with_decode_allow_trailing_bits(true),
-);
-
 /// A base64url text that could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("illegal base64url data: {reason}")]
+#[error("{reason}")]
 pub struct DecodeError {
-    /// What was wrong, with the offending position where known.
+    /// What was wrong, with the offending byte offset, worded as the original words it
+    /// (`illegal base64 data at input byte N`).
     pub reason: String,
+}
+
+impl DecodeError {
+    fn at(offset: usize) -> Self {
+        Self {
+            reason: format!("illegal base64 data at input byte {offset}"),
+        }
+    }
 }
 
 /// Encodes bytes as canonical base64url without padding.
@@ -36,19 +37,42 @@ pub fn encode(bytes: impl AsRef<[u8]>) -> String {
 
 /// Decodes base64url without padding, skipping CR and LF as the original does.
 pub fn decode(text: impl AsRef<[u8]>) -> Result<Vec<u8>, DecodeError> {
+    decode_partial(text).map_err(|(_, e)| e)
+}
+
+/// Like [`decode`], but on failure also returns the bytes the original's decoder had already
+/// written: 3 per complete 4-symbol group before the group holding the error. Key loading
+/// reports that length ("invalid seed size: 30" for a padded seed), so it is part of the
+/// observable behaviour.
+pub fn decode_partial(text: impl AsRef<[u8]>) -> Result<Vec<u8>, (Vec<u8>, DecodeError)> {
     let text = text.as_ref();
-    let cleaned: std::borrow::Cow<'_, [u8]> = if text.iter().any(|b| *b == b'\r' || *b == b'\n') {
-        text.iter()
-            .copied()
-            .filter(|b| *b != b'\r' && *b != b'\n')
-            .collect::<Vec<u8>>()
-            .into()
-    } else {
-        text.into()
-    };
-    DECODER.decode(&cleaned).map_err(|e| DecodeError {
-        reason: e.to_string(),
-    })
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut group = [0u8; 4];
+    let mut filled = 0;
+    for (offset, &byte) in text.iter().enumerate() {
+        if byte == b'\r' || byte == b'\n' {
+            continue;
+        }
+        let Some(sextet) = sextet(byte) else {
+            return Err((out, DecodeError::at(offset)));
+        };
+        group[filled] = sextet;
+        filled += 1;
+        if filled == 4 {
+            push_group(&mut out, &group, 4);
+            filled = 0;
+        }
+    }
+    match filled {
+        0 => Ok(out),
+        // One leftover symbol carries only 6 bits: not a whole byte. The original reports the
+        // position of the last input byte.
+        1 => Err((out, DecodeError::at(text.len().saturating_sub(1)))),
+        n => {
+            push_group(&mut out, &group, n);
+            Ok(out)
+        }
+    }
 }
 
 /// Decodes base64url into exactly `N` bytes.
@@ -58,6 +82,28 @@ pub fn decode_array<const N: usize>(text: impl AsRef<[u8]>) -> Result<[u8; N], D
     bytes.try_into().map_err(|_| DecodeError {
         reason: format!("expected {N} bytes, got {len}"),
     })
+}
+
+fn sextet(byte: u8) -> Option<u8> {
+    match byte {
+        b'A'..=b'Z' => Some(byte - b'A'),
+        b'a'..=b'z' => Some(byte - b'a' + 26),
+        b'0'..=b'9' => Some(byte - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    }
+}
+
+/// Appends the `symbols - 1` bytes a group of `symbols` sextets encodes; unused trailing bits
+/// are dropped unchecked, as in the original's non-strict mode.
+fn push_group(out: &mut Vec<u8>, group: &[u8; 4], symbols: usize) {
+    let word = u32::from(group[0]) << 18
+        | u32::from(group[1]) << 12
+        | u32::from(group[2]) << 6
+        | u32::from(group[3]);
+    let bytes = word.to_be_bytes();
+    out.extend_from_slice(&bytes[1..symbols]);
 }
 
 #[cfg(test)]

@@ -39,6 +39,11 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
     Ok(serde_json::from_value(value)?)
 }
 
+/// `skip_serializing_if` predicate for omitempty integers.
+pub fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
 fn write<T: Serialize + ?Sized>(
     value: &T,
     html: bool,

@@ -167,6 +167,18 @@ pub struct LoadedSeed {
     pub rewrite: Option<Vec<u8>>,
 }
 
+/// Everything loading a `key.seed` file decides, including on failure: the original rewrites
+/// a legacy file *before* checking the seed size, so an empty file is rewritten as `""` and
+/// still rejected.
+#[derive(Debug)]
+pub struct SeedLoad {
+    /// New file contents the caller must write back, if any.
+    pub rewrite: Option<Vec<u8>>,
+    /// The identity, or why the file was refused. A [`KeyError::Size`] displays as
+    /// `invalid seed size: N, should be 32`; the caller prefixes `<path> has `.
+    pub result: Result<Keypair, KeyError>,
+}
+
 /// Renders a `key.seed` file: the seed as a JSON string of base64url, no newline.
 pub fn seed_file(kp: &Keypair) -> Vec<u8> {
     format!("\"{}\"", b64::encode(kp.seed())).into_bytes()
@@ -178,26 +190,97 @@ pub fn pub_file(pk: &PublicKey) -> Vec<u8> {
 }
 
 /// Parses the contents of a `key.seed` file (JSON string form, or the legacy bare form,
-/// which the caller must rewrite with [`LoadedSeed::rewrite`]).
+/// which the caller must rewrite with [`LoadedSeed::rewrite`]). See [`load_seed_file`] for
+/// the variant that also reports a rewrite when the seed is then refused.
 pub fn parse_seed_file(contents: &[u8]) -> Result<LoadedSeed, KeyError> {
+    let SeedLoad { rewrite, result } = load_seed_file(contents);
+    result.map(|keypair| LoadedSeed { keypair, rewrite })
+}
+
+/// Loads a `key.seed` file exactly as the original does (protocol.md §2):
+/// - valid JSON: a string is base64url-decoded; on a decoding error the bytes decoded before
+///   it count as the seed (so a padded value yields size 30); `null` and other JSON values
+///   yield zero bytes (inferred for non-strings: the original only ever writes strings);
+/// - not JSON: legacy bare base64url (CR/LF skipped); a decoding error is returned as is,
+///   success schedules a rewrite in the JSON form;
+/// - in every case the result must be exactly 32 bytes.
+pub fn load_seed_file(contents: &[u8]) -> SeedLoad {
     let (decoded, rewrite) = match serde_json::from_slice::<serde_json::Value>(contents) {
-        Ok(serde_json::Value::String(s)) => (b64::decode(&s)?, None),
-        Ok(_) => {
-            return Err(KeyError::Encoding(b64::DecodeError {
-                reason: "key.seed must hold a JSON string".into(),
-            }))
-        }
-        Err(_) => {
-            let decoded = b64::decode(contents)?;
-            let text = format!("\"{}\"", b64::encode(&decoded)).into_bytes();
-            (decoded, Some(text))
-        }
+        Ok(serde_json::Value::String(s)) => (
+            b64::decode_partial(&s).unwrap_or_else(|(partial, _)| partial),
+            None,
+        ),
+        Ok(_) => (Vec::new(), None),
+        Err(_) => match b64::decode(contents) {
+            Ok(decoded) => {
+                let text = format!("\"{}\"", b64::encode(&decoded)).into_bytes();
+                (decoded, Some(text))
+            }
+            Err(e) => {
+                return SeedLoad {
+                    rewrite: None,
+                    result: Err(KeyError::Encoding(e)),
+                }
+            }
+        },
     };
-    let seed = exact::<32>(decoded, "seed")?;
-    Ok(LoadedSeed {
-        keypair: Keypair::from_seed(seed),
+    SeedLoad {
         rewrite,
-    })
+        result: exact::<32>(decoded, "seed").map(Keypair::from_seed),
+    }
+}
+
+/// A key type with a fixed byte size, decodable from base64url (for [`opt_b64`]).
+pub trait FixedBytes: Sized + serde::Serialize {
+    /// Builds the value from decoded bytes, refusing the wrong size.
+    fn from_decoded(bytes: Vec<u8>) -> Result<Self, KeyError>;
+}
+
+impl FixedBytes for PublicKey {
+    fn from_decoded(bytes: Vec<u8>) -> Result<Self, KeyError> {
+        exact::<32>(bytes, "public key").map(Self)
+    }
+}
+
+impl FixedBytes for Signature {
+    fn from_decoded(bytes: Vec<u8>) -> Result<Self, KeyError> {
+        exact::<64>(bytes, "signature").map(Self)
+    }
+}
+
+/// serde `with` module for an optional binary field (`Option<PublicKey>`, `Option<Signature>`).
+///
+/// Go keeps such fields as byte slices: `null` and any text that decodes to zero bytes (`""`)
+/// are the empty value, which `omitempty` drops and digests render as an empty field. Both
+/// therefore read as `None` here. Pair with `skip_serializing_if = "Option::is_none"` for
+/// omitempty fields; without it `None` is written `""`, as Go writes an empty slice.
+pub mod opt_b64 {
+    use super::{b64, FixedBytes};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the value as base64url, `None` as `""`.
+    pub fn serialize<S: Serializer, T: FixedBytes>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => v.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    /// Reads base64url of the exact size; `null` and empty values are `None`.
+    pub fn deserialize<'de, D: Deserializer<'de>, T: FixedBytes>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let bytes = b64::decode(&text).map_err(serde::de::Error::custom)?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        T::from_decoded(bytes)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 // JSON form of keys and signatures: a base64url string (protocol.md §1.2). Decoding accepts

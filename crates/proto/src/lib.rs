@@ -14,3 +14,7 @@ pub mod json;
 pub mod keys;
 pub mod status;
 pub mod version;
+pub mod servicekey;
+pub mod sharetoken;
+pub mod verified;
+pub mod pof;
