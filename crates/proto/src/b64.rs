@@ -120,4 +120,47 @@ mod tests {
         assert!(decode("A").is_err());
         assert_eq!(decode(""), Ok(vec![]));
     }
+
+    #[test]
+    fn errors_name_the_originals_offset() {
+        let at = |t: &str| decode(t).map_err(|e| e.reason);
+        assert_eq!(
+            at("AQ=="),
+            Err("illegal base64 data at input byte 2".into())
+        );
+        assert_eq!(
+            at("AAAAA"),
+            Err("illegal base64 data at input byte 4".into())
+        );
+        assert_eq!(
+            at("AAAAA\n"),
+            Err("illegal base64 data at input byte 5".into())
+        );
+        assert_eq!(
+            decode_partial("AAAAAAAA+").map_err(|(p, _)| p.len()),
+            Err(6)
+        );
+        assert_eq!(decode_partial("AAAAAAA+").map_err(|(p, _)| p.len()), Err(3));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn round_trips(bytes: Vec<u8>) {
+            proptest::prop_assert_eq!(decode(encode(&bytes)), Ok(bytes));
+        }
+
+        /// Agrees with the base64 crate's engine configured as leniently as the original.
+        #[test]
+        fn agrees_with_a_reference_engine(text in "[A-Za-z0-9_+/= \r\n-]{0,16}") {
+            use base64::engine::DecodePaddingMode;
+            let reference = GeneralPurpose::new(
+                &URL_SAFE,
+                GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+                    .with_decode_allow_trailing_bits(true),
+            );
+            let cleaned: String = text.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+            proptest::prop_assert_eq!(decode(&text).ok(), reference.decode(cleaned).ok());
+        }
+    }
 }
