@@ -8,10 +8,15 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_docs)]
 
+pub mod address;
 pub mod b64;
+pub mod bytesize;
 pub mod fields;
 pub mod json;
 pub mod keys;
+pub mod nonce;
+pub mod relayentry;
+pub mod request;
 pub mod status;
 pub mod version;
 pub mod servicekey;

@@ -306,6 +306,18 @@ pub enum Component {
 }
 
 impl Component {
+    /// The name used in `Wireleap-<Name>-Pubkey` / `-Signature` headers and auth errors.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Component::Client => "Client",
+            Component::Relay => "Relay",
+            Component::Directory => "Directory",
+            Component::Contract => "Contract",
+            Component::Auth => "Auth",
+            Component::PaymentService => "Ps",
+        }
+    }
+
     /// The interfaces this component consumes or provides, as `version --json` lists them.
     pub const fn interfaces(self) -> &'static [Interface] {
         match self {
