@@ -23,3 +23,4 @@ pub mod servicekey;
 pub mod sharetoken;
 pub mod verified;
 pub mod pof;
+pub mod accesskey;
