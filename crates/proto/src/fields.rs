@@ -62,3 +62,25 @@ pub mod opt_pubkey {
         }
     }
 }
+
+/// Decodes a JSON object into `T` the way the original's decoder does (last duplicate key
+/// wins, unknown keys ignored), refusing `null`, arrays and scalars, which serde's derive
+/// would otherwise read as defaults or positionally.
+pub fn from_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let value: serde_json::Value = crate::json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if !value.is_object() {
+        return Err(format!("expected a JSON object, got {}", kind(&value)));
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

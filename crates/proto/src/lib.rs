@@ -11,10 +11,14 @@
 pub mod address;
 pub mod b64;
 pub mod bytesize;
+pub mod contractinfo;
+pub mod dirinfo;
+pub mod duration;
 pub mod fields;
 pub mod json;
 pub mod keys;
 pub mod nonce;
+pub mod rational;
 pub mod relayentry;
 pub mod request;
 pub mod status;
