@@ -6,10 +6,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-use wireleap_proto::json;
 use wireleap_proto::keys::Keypair;
+use wireleap_proto::request::{self, VersionGateError};
 use wireleap_proto::status::Status;
-use wireleap_proto::version::{Interface, VersionError};
+use wireleap_proto::version::{Component, Interface};
+use wireleap_proto::{json, nonce};
 
 /// Largest response body accepted from a peer.
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -20,8 +21,8 @@ pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 pub struct Identity {
     /// Signs every request body.
     pub keypair: Keypair,
-    /// `Relay` in `Wireleap-Relay-Pubkey`.
-    pub consumer: &'static str,
+    /// Which component signs (`Relay` in `Wireleap-Relay-Pubkey`).
+    pub component: Component,
     /// Interfaces announced with `Wireleap-<C>-<P>-Version` headers.
     pub interfaces: Vec<Interface>,
 }
@@ -88,12 +89,12 @@ pub enum ApiError {
         reason: String,
     },
     /// The peer speaks an incompatible interface version.
-    #[error("{url}: invalid server API version: {source}")]
+    #[error("{url}: {source}")]
     Version {
         /// Request URL.
         url: String,
         /// The mismatch.
-        source: VersionError,
+        source: VersionGateError,
     },
     /// The request body could not be encoded.
     #[error("cannot encode request body: {0}")]
@@ -196,7 +197,7 @@ impl ApiClient {
     ) -> Result<RawResponse, ApiError> {
         let body = Bytes::from(json::to_vec(body).map_err(|e| ApiError::Encode(e.to_string()))?);
         // The key is set once per request, so a retry is recognised as the same request.
-        let idempotency = (method == Method::POST).then(idempotency_key);
+        let idempotency = (method == Method::POST).then(nonce::idempotency_key);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -234,7 +235,7 @@ impl ApiClient {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body.clone());
         if let Some(key) = idempotency_key {
-            req = req.header("Idempotency-Key", key);
+            req = req.header(request::IDEMPOTENCY_KEY_HEADER, key);
         }
         if let Some(id) = &self.identity {
             for (name, value) in signature_headers(id, body) {
@@ -264,7 +265,12 @@ impl ApiClient {
             body: Bytes::from(buf),
         };
         if let Some(id) = &self.identity {
-            check_server_versions(&id.interfaces, &raw.headers, url)?;
+            request::check_response_versions(&id.interfaces, &raw.headers).map_err(|source| {
+                ApiError::Version {
+                    url: url.to_string(),
+                    source,
+                }
+            })?;
         }
         if !(200..300).contains(&status) {
             let status = Status::parse(&raw.body).unwrap_or_else(|_| {
@@ -282,38 +288,11 @@ impl ApiClient {
     }
 }
 
-/// The identity's signature and version headers for `body` (§7.2).
-pub fn signature_headers(id: &Identity, body: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::with_capacity(2 + id.interfaces.len());
-    for i in &id.interfaces {
-        out.push((i.header_name().to_string(), i.version().to_string()));
-    }
-    out.push((
-        format!("Wireleap-{}-Pubkey", id.consumer),
-        id.keypair.public().to_b64(),
-    ));
-    out.push((
-        format!("Wireleap-{}-Signature", id.consumer),
-        id.keypair.sign(body).to_b64(),
-    ));
+/// The identity's version and signature headers for `body` (§7.2).
+pub fn signature_headers(id: &Identity, body: &[u8]) -> Vec<(&'static str, String)> {
+    let mut out = request::version_headers(&id.interfaces);
+    out.extend(request::sign_body(&id.keypair, id.component, body));
     out
-}
-
-fn check_server_versions(
-    interfaces: &[Interface],
-    headers: &HeaderMap,
-    url: &str,
-) -> Result<(), ApiError> {
-    for i in interfaces {
-        if let Some(v) = headers.get(i.header_name()) {
-            let text = String::from_utf8_lossy(v.as_bytes());
-            i.check(&text).map_err(|source| ApiError::Version {
-                url: url.to_string(),
-                source,
-            })?;
-        }
-    }
-    Ok(())
 }
 
 fn decode<T: DeserializeOwned>(
@@ -326,12 +305,4 @@ fn decode<T: DeserializeOwned>(
         url: url.to_string(),
         reason: e.to_string(),
     })
-}
-
-/// A fresh Idempotency-Key: 32 lowercase hex characters from the system CSPRNG (§18).
-pub fn idempotency_key() -> String {
-    let bytes: [u8; 17] = rand::random();
-    let mut text = hex::encode(bytes);
-    text.truncate(32);
-    text
 }

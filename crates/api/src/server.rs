@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use wireleap_proto::json;
-use wireleap_proto::keys::{PublicKey, Signature};
-use wireleap_proto::status::Status;
-use wireleap_proto::version::Interface;
+use wireleap_proto::keys::PublicKey;
+use wireleap_proto::request;
+use wireleap_proto::status::{Status, ToStatus};
+use wireleap_proto::version::{Component, Interface};
 
 /// Largest request body any endpoint reads.
 pub const MAX_REQUEST_BYTES: usize = 64 << 10;
@@ -67,31 +68,31 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     }
 }
 
-/// Names the caller component whose signature an endpoint requires (`Relay`, `Contract`...).
+/// Names the caller component whose signature an endpoint requires.
 pub trait Consumer: Send + Sync + 'static {
-    /// The component name as it appears in header names.
-    const NAME: &'static str;
+    /// The component whose `Wireleap-<C>-Pubkey`/`-Signature` headers are checked.
+    const COMPONENT: Component;
 }
 
 /// Requests signed by a relay.
 #[derive(Debug)]
 pub struct RelayCaller;
 impl Consumer for RelayCaller {
-    const NAME: &'static str = "Relay";
+    const COMPONENT: Component = Component::Relay;
 }
 
 /// Requests signed by a contract.
 #[derive(Debug)]
 pub struct ContractCaller;
 impl Consumer for ContractCaller {
-    const NAME: &'static str = "Contract";
+    const COMPONENT: Component = Component::Contract;
 }
 
 /// Requests signed by a payment service.
 #[derive(Debug)]
 pub struct PsCaller;
 impl Consumer for PsCaller {
-    const NAME: &'static str = "Ps";
+    const COMPONENT: Component = Component::PaymentService;
 }
 
 /// A request body whose signature by consumer `C` verified (§7.3), decoded as `T`.
@@ -104,29 +105,6 @@ pub struct Signed<T, C: Consumer> {
     /// The exact bytes that were signed.
     pub raw: Bytes,
     _consumer: PhantomData<C>,
-}
-
-/// Verifies `Wireleap-<C>-Pubkey` / `-Signature` over `body` (§7.3).
-pub fn verify_signed(
-    consumer: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<PublicKey, Status> {
-    let get = |field: &str| {
-        headers
-            .get(format!("Wireleap-{consumer}-{field}"))
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-    };
-    let (Some(pk), Some(sig)) = (get("Pubkey"), get("Signature")) else {
-        return Err(Status::forbidden().with_cause(format!("auth headers for {consumer} missing")));
-    };
-    let bad =
-        || Status::forbidden().with_cause(format!("auth signature for {consumer} does not verify"));
-    let pk = PublicKey::from_b64(pk).map_err(|_| bad())?;
-    let sig = Signature::from_b64(sig).map_err(|_| bad())?;
-    pk.verify(body, &sig).map_err(|_| bad())?;
-    Ok(pk)
 }
 
 async fn read_body(req: Request) -> Result<(HeaderMap, Bytes), StatusReply> {
@@ -159,7 +137,8 @@ where
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (headers, raw) = read_body(req).await?;
-        let signer = verify_signed(C::NAME, &headers, &raw).map_err(StatusReply)?;
+        let signer = request::verify_body(C::COMPONENT, &headers, &raw)
+            .map_err(|e| StatusReply(e.to_status()))?;
         let body = decode_body(&raw)?;
         Ok(Signed {
             signer,
@@ -216,16 +195,8 @@ pub async fn gate(
     req: Request,
     next: Next,
 ) -> Response {
-    for i in state.interfaces.iter() {
-        if let Some(v) = req.headers().get(i.header_name()) {
-            let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            if let Err(e) = i.check(&text) {
-                return StatusReply(
-                    Status::bad_request().with_cause(format!("invalid client API version: {e}")),
-                )
-                .into_response();
-            }
-        }
+    if let Err(e) = request::check_request_versions(&state.interfaces, req.headers()) {
+        return StatusReply(e.to_status()).into_response();
     }
     let key = (req.method() == axum::http::Method::POST)
         .then(|| {

@@ -60,7 +60,7 @@ fn relay_client(kp: &Keypair) -> ApiClient {
     ApiClient::new(
         Some(Identity {
             keypair: kp.clone(),
-            consumer: "Relay",
+            component: wireleap_proto::version::Component::Relay,
             interfaces: vec![Interface::RelayContract, Interface::RelayDir],
         }),
         false,
