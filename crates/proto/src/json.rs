@@ -626,4 +626,14 @@ mod tests {
             from_slice(br#"{"b":[1,{"x":null}],"a":true}"#).unwrap_or_default();
         assert_eq!(v, serde_json::json!({"b": [1, {"x": null}], "a": true}));
     }
+
+    proptest::proptest! {
+        /// For untyped values the Go rules change nothing: same verdict, same value as serde_json.
+        #[test]
+        fn untyped_values_match_serde_json(text in r#"[\[\]{}",:0-9a-cA-C \\.eE+-]{0,24}|\{("[aA]{1,2}":(null|1|"x"|\[\]|\{\}),?){0,4}\}"#) {
+            let ours = from_slice::<serde_json::Value>(text.as_bytes()).ok();
+            let reference = serde_json::from_slice::<serde_json::Value>(text.as_bytes()).ok();
+            proptest::prop_assert_eq!(ours, reference);
+        }
+    }
 }
