@@ -164,12 +164,18 @@ pub struct RelayEntry {
     )]
     pub upgrade_channel: Option<String>,
     /// Traffic cap per metering timeframe for this contract.
-    #[serde(default, skip_serializing_if = "is_none_or_zero")]
+    #[serde(
+        default,
+        deserialize_with = "nonzero_limit",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_usage_limit: Option<ByteSize>,
 }
 
-fn is_none_or_zero(v: &Option<ByteSize>) -> bool {
-    v.is_none_or(|b| b.0 == 0)
+/// A zero limit is what Go's omitempty drops, i.e. "no limit": read it as `None` so that a
+/// parsed entry re-encodes to the same body.
+fn nonzero_limit<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<ByteSize>, D::Error> {
+    Ok(Option::<ByteSize>::deserialize(de)?.filter(|b| b.0 != 0))
 }
 
 /// Why a relay entry, or a directory reply to it, was refused.

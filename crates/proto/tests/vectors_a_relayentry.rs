@@ -77,6 +77,17 @@ fn validation() {
     );
     assert!(RelayEntry::from_body(br#"{"versions":{"software":"v1.0.0"}}"#).is_err());
     assert!(RelayEntry::from_body(b"null").is_err());
+    let zero = RelayEntry::from_body(br#"{"network_usage_limit":"0GB"}"#).unwrap();
+    assert_eq!(zero.network_usage_limit, None);
+    // json_rules.json: an address with a query is HTML-escaped in the body.
+    let rules = load("json_rules");
+    let escaped = s(&arr(&rules, "encode_html_escaping")[1], "json");
+    let e = RelayEntry::from_body(escaped.as_bytes()).unwrap();
+    assert_eq!(
+        e.address.as_ref().map(|a| a.as_str()),
+        Some("wireleap://relay.example.com:443/path?x=1&y=<2>")
+    );
+    assert_eq!(String::from_utf8(e.to_body()).unwrap(), escaped);
     assert!(RelayEntry::from_body(b"[]").is_err());
     let e = RelayEntry::from_body(br#"{"update_channel":"old","upgrade_channel":"new"}"#).unwrap();
     assert_eq!(e.channel(), Some("new"));
