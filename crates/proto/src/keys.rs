@@ -310,3 +310,58 @@ impl<'de> serde::Deserialize<'de> for Signature {
         Self::from_b64(&text).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn seed_files_round_trip(seed: [u8; 32]) {
+            let kp = Keypair::from_seed(seed);
+            let file = seed_file(&kp);
+            let load = load_seed_file(&file);
+            prop_assert!(load.rewrite.is_none());
+            prop_assert_eq!(load.result.unwrap().seed(), seed);
+            // The legacy bare form loads to the same seed and is rewritten to the JSON form.
+            let legacy = b64::encode(seed);
+            let load = load_seed_file(legacy.as_bytes());
+            prop_assert_eq!(load.rewrite.as_deref(), Some(file.as_slice()));
+            prop_assert_eq!(load.result.unwrap().seed(), seed);
+            prop_assert_eq!(PublicKey::from_b64(&kp.public().to_b64()).unwrap(), kp.public());
+        }
+
+        #[test]
+        fn any_other_size_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            prop_assume!(bytes.len() != 32);
+            let file = format!("\"{}\"", b64::encode(&bytes));
+            let err = load_seed_file(file.as_bytes()).result.unwrap_err();
+            prop_assert_eq!(err, KeyError::Size { what: "seed", got: bytes.len(), want: 32 });
+        }
+
+        #[test]
+        fn signatures_verify_only_unchanged(seed: [u8; 32], msg: Vec<u8>, bit in 0usize..512) {
+            let kp = Keypair::from_seed(seed);
+            let sig = kp.sign(&msg);
+            prop_assert!(kp.public().verify(&msg, &sig).is_ok());
+            let mut bad = sig;
+            bad.0[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(kp.public().verify(&msg, &bad).is_err());
+        }
+    }
+
+    #[test]
+    fn serde_forms() {
+        let kp = Keypair::from_seed([1; 32]);
+        let text = serde_json::to_string(&kp.public()).unwrap();
+        assert_eq!(text, "\"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w\"");
+        assert_eq!(
+            serde_json::from_str::<PublicKey>(&text).unwrap(),
+            kp.public()
+        );
+        assert!(serde_json::from_str::<PublicKey>("\"AQ\"").is_err());
+        assert!(serde_json::from_str::<Signature>("null").is_err());
+    }
+}

@@ -66,7 +66,7 @@ pub struct VerifyContext<'a> {
     /// Whether a configured contract is enrolled right now. `None` skips the first stage (the
     /// relay's stream handler) and starts with the relay-key check, as the start command's
     /// callback does on its own.
-    pub enrolled: Option<&'a dyn Fn(&PublicKey) -> bool>,
+    pub enrolled: Option<&'a (dyn Fn(&PublicKey) -> bool + Sync)>,
     /// Unix seconds.
     pub now: i64,
 }
@@ -83,7 +83,7 @@ impl<'a> VerifyContext<'a> {
     }
 
     /// Adds the enrollment stage ("relay contract not found/not available").
-    pub fn with_enrollment(mut self, enrolled: &'a dyn Fn(&PublicKey) -> bool) -> Self {
+    pub fn with_enrollment(mut self, enrolled: &'a (dyn Fn(&PublicKey) -> bool + Sync)) -> Self {
         self.enrolled = Some(enrolled);
         self
     }
