@@ -1,1 +1,8 @@
-fn main() {}
+//! `wireleap-contract`: the Wireleap service contract. The binary only hands over to the shared lifecycle;
+//! the service lives in the library.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    wireleap_daemon::main::<wireleap_contract::Contract>()
+}

@@ -1,1 +1,8 @@
-fn main() {}
+//! `wireleap-ps-dummy`: the test payment service. The binary only hands over to the shared lifecycle;
+//! the service lives in the library.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    wireleap_daemon::main::<wireleap_ps_dummy::PsDummy>()
+}

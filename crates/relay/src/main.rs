@@ -1,1 +1,8 @@
-fn main() {}
+//! `wireleap-relay`: the Wireleap relay. The binary only hands over to the shared lifecycle;
+//! the service lives in the library.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    wireleap_daemon::main::<wireleap_relay::Relay>()
+}
