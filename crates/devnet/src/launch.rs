@@ -303,7 +303,7 @@ impl Devnet {
                 .filter(|(code, _)| *code == 200)
             },
         )
-        .map_err(|e| self.explain(e, &[client.clone()]))?;
+        .map_err(|e| self.explain(e, std::slice::from_ref(&client)))?;
 
         self.info = DevnetInfo {
             contract: contract_url,
