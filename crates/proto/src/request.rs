@@ -277,13 +277,17 @@ impl ToStatus for VersionGateError {
 }
 
 /// Server side: checks the version header of every interface in `served` that the request
-/// carries (absent headers are not checked).
+/// carries (absent or empty headers are not checked).
 pub fn check_request_versions(
     served: &[Interface],
     headers: &(impl Headers + ?Sized),
 ) -> Result<(), VersionGateError> {
     for &interface in served {
-        if let Some(v) = headers.get(interface.header_name()) {
+        // An empty value counts as absent, as with Go's `Header.Get`.
+        if let Some(v) = headers
+            .get(interface.header_name())
+            .filter(|v| !v.is_empty())
+        {
             interface
                 .check(v)
                 .map_err(|source| VersionGateError::Client { interface, source })?;
@@ -293,13 +297,16 @@ pub fn check_request_versions(
 }
 
 /// Client side: checks the version header of every interface in `spoken` that the response
-/// carries (absent headers are not checked).
+/// carries (absent or empty headers are not checked).
 pub fn check_response_versions(
     spoken: &[Interface],
     headers: &(impl Headers + ?Sized),
 ) -> Result<(), VersionGateError> {
     for &interface in spoken {
-        if let Some(v) = headers.get(interface.header_name()) {
+        if let Some(v) = headers
+            .get(interface.header_name())
+            .filter(|v| !v.is_empty())
+        {
             interface
                 .check(v)
                 .map_err(|source| VersionGateError::Server { interface, source })?;

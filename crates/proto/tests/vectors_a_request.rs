@@ -200,6 +200,8 @@ fn http_header_map_lookup_is_case_insensitive() {
         "wireleap-relay-dir-version",
         http::HeaderValue::from_static("0.3.0"),
     );
+    let empty = vec![("Wireleap-Relay-Dir-Version".to_string(), String::new())];
+    assert!(check_request_versions(&[Interface::RelayDir], &empty).is_ok());
     let err = check_request_versions(&[Interface::RelayDir], &map).unwrap_err();
     assert_eq!(
         err.to_status(),
