@@ -8,6 +8,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_docs)]
 
+pub mod accesskey;
 pub mod address;
 pub mod b64;
 pub mod bytesize;
@@ -19,16 +20,15 @@ pub mod json;
 pub mod keys;
 pub mod nonce;
 pub mod payout;
+pub mod pof;
 pub mod pow;
 pub mod rational;
 pub mod relayentry;
 pub mod relaylist;
 pub mod request;
-pub mod status;
-pub mod version;
 pub mod servicekey;
 pub mod sharetoken;
+pub mod status;
 pub mod verified;
-pub mod pof;
-pub mod accesskey;
+pub mod version;
 pub mod wl_payload;
