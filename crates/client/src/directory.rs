@@ -118,7 +118,7 @@ pub struct Snapshot {
     /// Directory `/info`.
     pub directory: DirInfo,
     /// The verified relay list.
-    pub relays: RelayList,
+    pub relays: Arc<RelayList>,
     /// Entries of the list that were skipped, with the reason.
     pub rejected: Vec<String>,
     /// When it was fetched.
@@ -196,7 +196,7 @@ pub async fn sync(
         contract_url: contract_url.to_string(),
         contract,
         directory,
-        relays: verified.list,
+        relays: Arc::new(verified.list),
         rejected,
         fetched: SystemTime::now(),
     })

@@ -149,9 +149,20 @@ impl Keys {
                 None => Err(KeyError::OnDemandOff),
             };
         }
-        let k = self.refresh().await?;
-        self.used.store(true, Ordering::Relaxed);
-        Ok(k)
+        match self.refresh().await {
+            Ok(k) => {
+                self.used.store(true, Ordering::Relaxed);
+                Ok(k)
+            }
+            // The old key is still accepted by relays until it expires: keep using it.
+            Err(e) => match self.peek().filter(|k| !k.key.is_expired(now())) {
+                Some(k) => {
+                    tracing::warn!(error = %e, "could not renew the servicekey; using the current one until it expires");
+                    Ok(k)
+                }
+                None => Err(e),
+            },
+        }
     }
 
     /// Activates a new key unless another task just did (single flight).
