@@ -1,0 +1,2 @@
+//! Relay benchmarks (filled in below).
+fn main() {}

@@ -1,0 +1,215 @@
+//! What the relay does with one tunnel stream (protocol.md §14.3): parse `wl-payload`;
+//! answer PING; for CONNECT verify the sharetoken, store it durably, check the remote
+//! against the address policy, dial it, splice, and report failures in the `wl-status`
+//! trailer (without newline, never an OK status; §14.4).
+//!
+//! Order matters and is the original's: payload → sharetoken checks → durable store (a
+//! replay fails here) → policy → dial → splice. Nothing is forwarded before the token is
+//! committed to the database. Status texts follow the original: the error text is the
+//! `description`, `origin` is the relay's key, or `target` for last-hop failures after the
+//! token was accepted. Target addresses are never logged.
+
+use crate::dial;
+use crate::state::{unix_now, Shared};
+use crate::store::Inserted;
+use crate::udp;
+use futures_util::future::BoxFuture;
+use http::{Method, StatusCode};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use wireleap_net::splice::{splice, SpliceLimits};
+use wireleap_net::tunnel::{Handler, PlainReply, ServerStream, TunnelRequest as RawRequest};
+use wireleap_proto::address::{Address, Scheme};
+use wireleap_proto::keys::PublicKey;
+use wireleap_proto::sharetoken::{SharetokenError, VerifyContext};
+use wireleap_proto::status::{Status, ToStatus as _};
+use wireleap_proto::wl_payload::{Protocol, TunnelRequest};
+
+/// A UDP association without a datagram either way for this long ends.
+pub const UDP_IDLE: Duration = Duration::from_secs(120);
+
+/// The relay's tunnel handler.
+#[derive(Debug)]
+pub struct RelayHandler {
+    shared: Arc<Shared>,
+}
+
+impl RelayHandler {
+    /// A handler over the relay's shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        RelayHandler { shared }
+    }
+}
+
+impl Handler for RelayHandler {
+    fn tunnel(
+        self: Arc<Self>,
+        request: RawRequest,
+        stream: ServerStream,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move { handle(&self.shared, request, stream).await })
+    }
+
+    fn not_allowed(&self, _method: &Method) -> PlainReply {
+        let s = Status::method_not_allowed().with_origin_relay(&self.shared.pubkey);
+        PlainReply::text(StatusCode::METHOD_NOT_ALLOWED, s.to_http().body)
+    }
+}
+
+/// Ends the stream with `status` in the trailer (best effort: the client may be gone).
+fn fail(stream: &mut ServerStream, status: &Status) {
+    if stream.is_finished() {
+        return;
+    }
+    if let Err(e) = stream.finish_with_status(&status.to_trailer_value()) {
+        tracing::debug!(error = %e, "could not send wl-status");
+    }
+}
+
+async fn handle(shared: &Shared, request: RawRequest, mut stream: ServerStream) {
+    let me = shared.pubkey;
+    let text = match &request.payload {
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(t) => t,
+            Err(_) => {
+                let s = Status::new(400, "could not parse payload header: not UTF-8")
+                    .with_origin_relay(&me);
+                return fail(&mut stream, &s);
+            }
+        },
+        None => "",
+    };
+    match TunnelRequest::from_header(text) {
+        Err(e) => fail(&mut stream, &e.to_status().with_origin_relay(&me)),
+        Ok(TunnelRequest::Ping) => {
+            let reply = PlainReply::text(StatusCode::OK, Status::pong(&me).text());
+            if let Err(e) = stream.reply_plain(reply) {
+                tracing::debug!(error = %e, "could not answer PING");
+            }
+        }
+        Ok(TunnelRequest::Connect {
+            protocol,
+            remote,
+            token,
+            ..
+        }) => connect(shared, &mut stream, protocol, &remote, &token).await,
+    }
+}
+
+async fn connect(
+    shared: &Shared,
+    stream: &mut ServerStream,
+    protocol: Protocol,
+    remote: &Address,
+    token: &wireleap_proto::sharetoken::Sharetoken,
+) {
+    let me = shared.pubkey;
+    let refuse = |stream: &mut ServerStream, text: String| {
+        shared.refused_tokens.fetch_add(1, Ordering::Relaxed);
+        fail(stream, &Status::new(400, text).with_origin_relay(&me));
+    };
+    let last_hop = remote.scheme() == Scheme::Target;
+    if protocol.is_udp() && !last_hop {
+        return refuse(
+            stream,
+            format!("protocol {protocol} is only allowed for target:// remotes"),
+        );
+    }
+
+    let now = unix_now();
+    let contracts = shared.contracts.snapshot();
+    let available = |k: &PublicKey| contracts.available(k);
+    let ctx = VerifyContext::new(me, &contracts.keys, now).with_enrollment(&available);
+    let verified = match token.verify(&ctx) {
+        Ok(v) => v,
+        Err(e) => return refuse(stream, e.to_string()),
+    };
+    match shared.store.insert(&verified, now).await {
+        Ok(Inserted::New) => {}
+        Ok(Inserted::Duplicate) => return refuse(stream, SharetokenError::Duplicate.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, "sharetoken not stored; refusing the stream");
+            let s = Status::internal().with_origin_relay(&me);
+            return fail(stream, &s);
+        }
+    }
+    let Some(view) = verified
+        .contract
+        .as_ref()
+        .and_then(|c| c.public_key)
+        .and_then(|k| contracts.by_key.get(&k).cloned())
+    else {
+        // verify() only passes tokens of contracts in the snapshot.
+        return fail(stream, &Status::internal().with_origin_relay(&me));
+    };
+    let origin = |s: Status| {
+        if last_hop {
+            s.with_origin_target()
+        } else {
+            s.with_origin_relay(&me)
+        }
+    };
+    let settings = shared.settings();
+    let host = remote.host();
+    let port = remote.port();
+    let meter = view.meter.clone();
+
+    if protocol.is_udp() {
+        let sock =
+            match dial::dial_udp(host, port, protocol, settings.policy, settings.timeout).await {
+                Ok(s) => s,
+                Err(e) => return fail(stream, &origin(e.to_status())),
+            };
+        if stream.send_headers().is_err() {
+            return;
+        }
+        let count = move |n: usize| {
+            meter.fetch_add(n as u64, Ordering::Relaxed);
+        };
+        let result = tokio::select! {
+            r = udp::splice_udp(&mut *stream, &sock, UDP_IDLE, settings.maxtime, &count) => r.map(drop).map_err(|e| e.to_string()),
+            () = view.cut.cancelled() => Err("network usage limit reached".to_string()),
+        };
+        finish(stream, result, &origin);
+        return;
+    }
+
+    let mut tcp =
+        match dial::dial_tcp(host, port, protocol, settings.policy, settings.timeout).await {
+            Ok(s) => s,
+            Err(e) => return fail(stream, &origin(e.to_status())),
+        };
+    if stream.send_headers().is_err() {
+        return;
+    }
+    let limits = SpliceLimits {
+        buffer_size: settings.bufsize,
+        max_lifetime: settings.maxtime,
+        // The original has no idle limit; dead clients are found by HTTP/2 keepalive.
+        idle_timeout: None,
+        half_close: true,
+    };
+    let result = tokio::select! {
+        r = splice(&mut *stream, &mut tcp, &limits, |_, n| {
+            meter.fetch_add(n as u64, Ordering::Relaxed);
+        }) => r.map(drop).map_err(|e| e.to_string()),
+        () = view.cut.cancelled() => Err("network usage limit reached".to_string()),
+    };
+    finish(stream, result, &origin);
+}
+
+fn finish(
+    stream: &mut ServerStream,
+    result: Result<(), String>,
+    origin: &dyn Fn(Status) -> Status,
+) {
+    match result {
+        Ok(()) => {
+            if let Err(e) = stream.finish_ok() {
+                tracing::debug!(error = %e, "could not finish the stream");
+            }
+        }
+        Err(text) => fail(stream, &origin(Status::new(410, text))),
+    }
+}
