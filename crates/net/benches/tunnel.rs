@@ -2,7 +2,7 @@
 //! tunnel (TLS 1.3 + HTTP/2, relay splicing to the target), upload and download.
 //!
 //! Run: `cargo bench -p wireleap-net --bench tunnel`. Knobs (env): `WL_BENCH_MIB` (bytes per
-//! run, default 256), `WL_BENCH_RUNS` (best of, default 3), `WL_BENCH_STREAM_WINDOW`,
+//! run, default 256), `WL_BENCH_ROUNDS` (interleaved rounds, default 5), `WL_BENCH_STREAM_WINDOW`,
 //! `WL_BENCH_CONN_WINDOW`, `WL_BENCH_FRAME`, `WL_BENCH_SPLICE_BUF` (bytes).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -139,6 +139,35 @@ async fn start_relay(seed: u8) -> (SocketAddr, [u8; 32]) {
     (addr, pubkey)
 }
 
+/// Reference point without HTTP/2: a TLS terminator that splices to the target, showing what
+/// the TLS layer and the extra TCP leg cost on their own.
+async fn start_tls_forwarder(seed: u8, target: SocketAddr) -> (SocketAddr, [u8; 32]) {
+    let rc = wireleap_net::cert::generate(&[seed; 32], SystemTime::now()).unwrap();
+    let cfg = tls::server_config(rc.cert_pem.as_bytes(), rc.key_pem.as_bytes()).unwrap();
+    let pubkey = wireleap_proto::keys::Keypair::from_seed([seed; 32])
+        .public()
+        .0;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = tcp.set_nodelay(true);
+            let cfg = cfg.clone();
+            tokio::spawn(async move {
+                let mut tls = tls::accept_tls(cfg, tcp, T).await.unwrap();
+                let mut out = TcpStream::connect(target).await.unwrap();
+                let _ = out.set_nodelay(true);
+                let _ = splice(&mut tls, &mut out, &splice_limits(), |_, _| {}).await;
+            });
+        }
+    });
+    (addr, pubkey)
+}
+
+/// (label, relays to pass through, whether it is the TLS-only reference).
+type Setup<'a> = (&'static str, &'a [(SocketAddr, [u8; 32])], bool);
+
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
 
@@ -168,11 +197,39 @@ async fn circuit(
     io
 }
 
-/// Moves `size` bytes one way and returns MiB/s.
-async fn transfer(mut io: Box<dyn Stream>, size: u64, upload: bool) -> f64 {
+/// One measurement: wall-clock MiB/s and process CPU seconds per GiB moved.
+#[derive(Clone, Copy)]
+struct Figure {
+    mib_s: f64,
+    cpu_s_per_gib: f64,
+}
+
+/// Process CPU time (user + system) in seconds, from /proc (Linux); 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let Some(rest) = stat.rsplit(')').next() else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on every mainstream Linux configuration.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Moves `size` bytes one way.
+async fn transfer(mut io: Box<dyn Stream>, size: u64, upload: bool) -> Figure {
     let mut cmd = [0u8; 9];
     cmd[0] = if upload { b'U' } else { b'D' };
     cmd[1..].copy_from_slice(&size.to_le_bytes());
+    let cpu0 = cpu_seconds();
     let started = Instant::now();
     io.write_all(&cmd).await.unwrap();
     let mut buf = vec![0u8; 256 << 10];
@@ -195,29 +252,42 @@ async fn transfer(mut io: Box<dyn Stream>, size: u64, upload: bool) -> f64 {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    size as f64 / (1024.0 * 1024.0) / secs
+    let cpu = cpu_seconds() - cpu0;
+    let gib = size as f64 / f64::from(1u32 << 30);
+    Figure {
+        mib_s: size as f64 / f64::from(1u32 << 20) / secs,
+        cpu_s_per_gib: cpu / gib,
+    }
 }
 
-async fn best_of(
-    runs: usize,
+async fn measure(
     relays: &[(SocketAddr, [u8; 32])],
+    tls_only: bool,
     target: SocketAddr,
     size: u64,
     upload: bool,
-) -> f64 {
-    let mut best: f64 = 0.0;
-    for _ in 0..runs {
-        let mut keep = Vec::new();
-        let io: Box<dyn Stream> = if relays.is_empty() {
-            let tcp = TcpStream::connect(target).await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            Box::new(tcp)
-        } else {
-            circuit(relays, target, &mut keep).await
-        };
-        best = best.max(transfer(io, size, upload).await);
-    }
-    best
+) -> Figure {
+    let mut keep = Vec::new();
+    let io: Box<dyn Stream> = if tls_only {
+        let tcp = tls::dial_tcp(&relays[0].0.to_string(), T).await.unwrap();
+        Box::new(
+            tls::dial_tls(tcp, None, Some(relays[0].1), T)
+                .await
+                .unwrap(),
+        )
+    } else if relays.is_empty() {
+        let tcp = TcpStream::connect(target).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        Box::new(tcp)
+    } else {
+        circuit(relays, target, &mut keep).await
+    };
+    transfer(io, size, upload).await
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
@@ -228,10 +298,10 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let size = env_usize("WL_BENCH_MIB", 256) as u64 * 1024 * 1024;
-        let runs = env_usize("WL_BENCH_RUNS", 3);
+        let rounds = env_usize("WL_BENCH_ROUNDS", 5).max(1);
         let h2 = h2_config();
         println!(
-            "tunnel bench: {} MiB per run, best of {runs}; stream window {} KiB, connection window {} KiB, max frame {} KiB, splice buffer {} KiB",
+            "tunnel bench: {} MiB per run, {rounds} interleaved rounds (medians); stream window {} KiB, connection window {} KiB, max frame {} KiB, splice buffer {} KiB",
             size >> 20,
             h2.stream_window >> 10,
             h2.connection_window >> 10,
@@ -240,14 +310,49 @@ fn main() {
         );
         let target = target_server().await;
         let relays = [start_relay(1).await, start_relay(6).await, start_relay(7).await];
+        let forwarder = [start_tls_forwarder(8, target).await];
+        let setups: [Setup<'_>; 4] = [
+            ("direct TCP             ", &relays[..0], false),
+            ("TLS only, no h2 (ref.) ", &forwarder[..], true),
+            ("1 hop                  ", &relays[..1], false),
+            ("3 nested hops          ", &relays[..], false),
+        ];
+        // `WL_BENCH_HOPS=0,1` restricts the setups (for profiling; 9 = the TLS-only
+        // reference); ratios need 0 included.
+        let only: Option<Vec<usize>> = std::env::var("WL_BENCH_HOPS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
+        let setups: Vec<_> = setups
+            .into_iter()
+            .filter(|(_, hops, tls_only)| {
+                only.as_ref()
+                    .is_none_or(|o| o.contains(&if *tls_only { 9 } else { hops.len() }))
+            })
+            .collect();
         for upload in [true, false] {
             let dir = if upload { "upload  " } else { "download" };
-            let base = best_of(runs, &[], target, size, upload).await;
-            let one = best_of(runs, &relays[..1], target, size, upload).await;
-            let three = best_of(runs, &relays, target, size, upload).await;
-            println!("{dir} direct TCP    {base:9.1} MiB/s  1.00");
-            println!("{dir} 1 hop         {one:9.1} MiB/s  {:.2}", one / base);
-            println!("{dir} 3 nested hops {three:9.1} MiB/s  {:.2}", three / base);
+            // Interleave the setups round by round, so load from other processes hits all of
+            // them alike; ratios are taken within a round.
+            let mut figs: Vec<Vec<Figure>> = vec![Vec::new(); setups.len()];
+            for _ in 0..rounds {
+                for (i, (_, hops, tls_only)) in setups.iter().enumerate() {
+                    figs[i].push(measure(hops, *tls_only, target, size, upload).await);
+                }
+            }
+            for (i, (name, _, _)) in setups.iter().enumerate() {
+                let speed = median(figs[i].iter().map(|f| f.mib_s).collect());
+                let ratio = median(
+                    figs[i]
+                        .iter()
+                        .zip(&figs[0])
+                        .map(|(f, b)| f.mib_s / b.mib_s)
+                        .collect(),
+                );
+                let cpu = median(figs[i].iter().map(|f| f.cpu_s_per_gib).collect());
+                println!(
+                    "{dir} {name} {speed:8.1} MiB/s  ratio {ratio:.2}  CPU {cpu:5.2} s/GiB"
+                );
+            }
         }
     });
 }

@@ -139,6 +139,8 @@ struct Half {
     need_flush: bool,
     done: bool,
     total: u64,
+    /// A read error met while topping up the buffer, reported once the buffer is written.
+    read_err: Option<io::Error>,
 }
 
 impl Half {
@@ -152,6 +154,35 @@ impl Half {
             need_flush: false,
             done: false,
             total: 0,
+            read_err: None,
+        }
+    }
+
+    /// Tops the buffer up with whatever the reader has ready right now, so one write (and
+    /// one frame or syscall downstream) carries several small reads, e.g. HTTP/2 DATA
+    /// frames. Never waits; an EOF or a read error is remembered and acted on after the
+    /// buffered bytes are written.
+    fn fill_more<R>(&mut self, cx: &mut Context<'_>, reader: &mut R)
+    where
+        R: AsyncRead + Unpin + ?Sized,
+    {
+        while self.cap < self.buf.len() {
+            let mut rb = ReadBuf::new(&mut self.buf[self.cap..]);
+            match Pin::new(&mut *reader).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        self.read_done = true;
+                        return;
+                    }
+                    self.cap += n;
+                }
+                Poll::Ready(Err(err)) => {
+                    self.read_err = Some(err);
+                    return;
+                }
+                Poll::Pending => return,
+            }
         }
     }
 
@@ -199,6 +230,9 @@ impl Half {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
+            if let Some(err) = self.read_err.take() {
+                return Poll::Ready(Err((Op::Read, true, err)));
+            }
             self.pos = 0;
             self.cap = 0;
             let mut rb = ReadBuf::new(&mut self.buf);
@@ -223,6 +257,7 @@ impl Half {
                         self.read_done = true;
                     } else {
                         self.cap = n;
+                        self.fill_more(cx, reader);
                     }
                 }
             }

@@ -285,6 +285,18 @@ async fn wl_status_trailer_reaches_the_client_as_a_typed_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wl_status_in_the_header_block_is_understood_too() {
+    let relay = start_relay(1, ServeConfig::default()).await;
+    let session = connect(&relay).await;
+    let mut stream = session
+        .open("/", b"HEADERSTATUS {\"code\":502}")
+        .await
+        .unwrap();
+    let err = stream.read_to_end(&mut Vec::new()).await.unwrap_err();
+    assert_eq!(status_of(&err), Some("{\"code\":502}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_with_newline_is_refused_and_can_be_resent() {
     let mut relay = start_relay(1, ServeConfig::default()).await;
     let session = connect(&relay).await;

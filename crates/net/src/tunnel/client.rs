@@ -486,6 +486,25 @@ impl AsyncWrite for TunnelStream {
         tio::poll_write(&mut this.send, cx, buf)
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.write_closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "tunnel write side already shut down",
+            )));
+        }
+        tio::poll_write_vectored(&mut this.send, cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The session task writes queued frames out; there is nothing to push here.
         Poll::Ready(Ok(()))

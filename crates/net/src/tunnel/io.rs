@@ -7,8 +7,10 @@ use std::io;
 use std::task::{ready, Context, Poll};
 use tokio::io::ReadBuf;
 
-/// Largest chunk queued per write: bounds what one write asks of the flow-control window.
-const MAX_WRITE_CHUNK: usize = 1 << 20;
+/// Largest chunk queued per write: one default-sized DATA frame. It bounds what one write
+/// asks of the flow-control window, and keeps each copy below glibc's mmap threshold (larger
+/// buffers were fresh mappings each time, and page faults showed up in profiles).
+const MAX_WRITE_CHUNK: usize = 64 << 10;
 
 /// Reads a body into caller buffers, keeping the unread rest of the last DATA frame.
 pub(crate) struct BodyReader {
@@ -99,6 +101,48 @@ pub(crate) fn poll_write(
         }
     }
     write_now(send, buf, cap)
+}
+
+/// Vectored form of [`poll_write`]: gathers the slices (e.g. several TLS records of a nested
+/// hop) into one DATA payload, so one write becomes one frame instead of one per slice.
+pub(crate) fn poll_write_vectored(
+    send: &mut SendStream<Bytes>,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let Some(first) = bufs.iter().find(|b| !b.is_empty()) else {
+        return Poll::Ready(Ok(0));
+    };
+    if total == first.len() {
+        return poll_write(send, cx, first);
+    }
+    let want = total.min(MAX_WRITE_CHUNK);
+    let mut cap = send.capacity();
+    if cap == 0 {
+        send.reserve_capacity(want);
+        cap = match ready!(send.poll_capacity(cx)) {
+            Some(Ok(n)) => n,
+            Some(Err(err)) => return Poll::Ready(Err(h2_to_io(err))),
+            None => return poll_reset_error(send, cx),
+        };
+        if cap == 0 {
+            return poll_write(send, cx, first);
+        }
+    }
+    let n = cap.min(want);
+    let mut payload = bytes::BytesMut::with_capacity(n);
+    for b in bufs {
+        let take = (n - payload.len()).min(b.len());
+        payload.extend_from_slice(&b[..take]);
+        if payload.len() == n {
+            break;
+        }
+    }
+    match send.send_data(payload.freeze(), false) {
+        Ok(()) => Poll::Ready(Ok(n)),
+        Err(err) => Poll::Ready(Err(h2_to_io(err))),
+    }
 }
 
 fn write_now(send: &mut SendStream<Bytes>, buf: &[u8], cap: usize) -> Poll<io::Result<usize>> {

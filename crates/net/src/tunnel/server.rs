@@ -159,6 +159,21 @@ impl Drop for Live<'_> {
     }
 }
 
+/// What the accept loop asks of its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Serve normally.
+    Run,
+    /// Take no new streams (GOAWAY), let open ones finish.
+    Drain,
+    /// The drain deadline passed: cancel handlers now and close.
+    Abort,
+}
+
+/// After the drain deadline, how long cut connections get to wind down before their tasks
+/// are dropped outright.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
+
 /// How the drain after shutdown went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
@@ -206,7 +221,7 @@ impl<H: Handler> Server<H> {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (_tx, rx) = watch::channel(false);
+        let (_tx, rx) = watch::channel(Stop::Run);
         let _live = Live::enter(&self.counters.connections, &self.counters.total_connections);
         self.run_h2(io, rx).await
     }
@@ -223,7 +238,7 @@ impl<H: Handler> Server<H> {
     where
         F: Future<Output = ()>,
     {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -251,7 +266,7 @@ impl<H: Handler> Server<H> {
             }
         }
         drop(listener);
-        let _ = stop_tx.send(true);
+        let _ = stop_tx.send(Stop::Drain);
         tracing::info!(
             connections = conns.len(),
             streams = self.counters.streams(),
@@ -272,6 +287,13 @@ impl<H: Handler> Server<H> {
                 },
                 () = &mut deadline => {
                     report.aborted = conns.len();
+                    // Ask first, so handlers are cancelled and counted out before we return;
+                    // drop whatever does not follow within the grace (e.g. stuck in TLS).
+                    let _ = stop_tx.send(Stop::Abort);
+                    let _ = tokio::time::timeout(ABORT_GRACE, async {
+                        while conns.join_next().await.is_some() {}
+                    })
+                    .await;
                     conns.abort_all();
                     while conns.join_next().await.is_some() {}
                     break;
@@ -285,7 +307,7 @@ impl<H: Handler> Server<H> {
         &self,
         tcp: tokio::net::TcpStream,
         tls: Option<Arc<rustls::ServerConfig>>,
-        stop: watch::Receiver<bool>,
+        stop: watch::Receiver<Stop>,
     ) {
         let _live = Live::enter(&self.counters.connections, &self.counters.total_connections);
         let result = match tls {
@@ -303,7 +325,7 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    async fn run_h2<IO>(&self, io: IO, mut stop: watch::Receiver<bool>) -> Result<(), TunnelError>
+    async fn run_h2<IO>(&self, io: IO, mut stop: watch::Receiver<Stop>) -> Result<(), TunnelError>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -335,11 +357,20 @@ impl<H: Handler> Server<H> {
 
         let mut handlers = JoinSet::new();
         let mut closing = false;
-        if *stop.borrow_and_update() {
-            conn.graceful_shutdown();
-            closing = true;
+        let mut abort = false;
+        let mut stop_open = true;
+        match *stop.borrow_and_update() {
+            Stop::Run => {}
+            Stop::Drain => {
+                conn.graceful_shutdown();
+                closing = true;
+            }
+            Stop::Abort => abort = true,
         }
         let result = loop {
+            if abort {
+                break Ok(());
+            }
             tokio::select! {
                 accepted = conn.accept() => match accepted {
                     Some(Ok((request, respond))) => self.dispatch(request, respond, &mut handlers),
@@ -353,15 +384,20 @@ impl<H: Handler> Server<H> {
                         }
                     }
                 }
-                changed = stop.changed(), if !closing => {
-                    // A dropped sender (serve_connection) means nobody will ask us to stop.
-                    if changed.is_ok() && *stop.borrow_and_update() {
-                        conn.graceful_shutdown();
-                        closing = true;
-                    } else if changed.is_err() {
-                        closing = true;
-                    }
-                }
+                changed = stop.changed(), if !abort && stop_open => match changed {
+                    Ok(()) => match *stop.borrow_and_update() {
+                        Stop::Run => {}
+                        Stop::Drain => {
+                            if !closing {
+                                conn.graceful_shutdown();
+                                closing = true;
+                            }
+                        }
+                        Stop::Abort => abort = true,
+                    },
+                    // A dropped sender means nobody will ask us to stop any more.
+                    Err(_) => stop_open = false,
+                },
                 () = &mut idle, if handlers.is_empty() && cfg.idle_timeout.is_some() && !closing => {
                     tracing::debug!("idle connection, closing");
                     conn.graceful_shutdown();
@@ -378,7 +414,10 @@ impl<H: Handler> Server<H> {
         drop(conn);
 
         // The connection is gone, so handlers' streams are dead; let them notice and clean up,
-        // but never let one outlive the connection for long.
+        // but never let one outlive the connection for long (not at all when aborting).
+        if abort {
+            handlers.abort_all();
+        }
         let grace = tokio::time::sleep(cfg.handler_grace);
         tokio::pin!(grace);
         while !handlers.is_empty() {
@@ -588,6 +627,26 @@ impl AsyncWrite for ServerStream {
         }
         let send = this.sender().map_err(io::Error::from)?;
         tio::poll_write(send, cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "tunnel response already finished",
+            )));
+        }
+        let send = this.sender().map_err(io::Error::from)?;
+        tio::poll_write_vectored(send, cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

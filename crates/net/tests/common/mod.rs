@@ -93,6 +93,7 @@ pub enum Event {
 /// - `DATAFAIL <value>`: write `data`, end with wl-status `<value>`;
 /// - `NEWLINE <value>`: try a status with a trailing newline (must be refused), then send it
 ///   without;
+/// - `HEADERSTATUS <value>`: empty 200 response with `wl-status` as a header, no trailer;
 /// - `CLOSE`: write `bye` and finish without reading the request body;
 /// - `ABORT`: drop the stream unfinished;
 /// - `SILENT`: never answer.
@@ -157,6 +158,19 @@ impl Handler for TestHandler {
                         Ok(()) => panic!("a status with a newline was accepted"),
                     }
                     stream.finish_with_status(arg).unwrap();
+                }
+                "HEADERSTATUS" => {
+                    // What relays <= 0.6.0 effectively send: the status in the response
+                    // header block of an empty 200 response, no trailer.
+                    let mut headers = http::HeaderMap::new();
+                    headers.insert("wl-status", http::HeaderValue::from_str(arg).unwrap());
+                    stream
+                        .reply_plain(PlainReply {
+                            status: StatusCode::OK,
+                            headers,
+                            body: Bytes::new(),
+                        })
+                        .unwrap();
                 }
                 "CLOSE" => {
                     stream.write_all(b"bye").await.unwrap();
