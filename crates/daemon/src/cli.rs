@@ -81,6 +81,9 @@ pub struct StartArgs {
     /// Seconds the daemon has to report ready
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub ready_timeout: Duration,
+    /// Seconds after spawning during which the daemon must stay alive, even once ready
+    #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
+    pub health_window: Duration,
     /// Take over from this running pid (listener hand-over during an upgrade): start even
     /// though the pid file names it, and rewrite the pid file once ready
     #[arg(long, value_name = "PID", hide = true, requires = "fg")]
@@ -96,6 +99,9 @@ pub struct RestartArgs {
     /// Seconds the daemon has to report ready
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub ready_timeout: Duration,
+    /// Seconds after spawning during which the daemon must stay alive, even once ready
+    #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = parse_seconds)]
+    pub health_window: Duration,
 }
 
 /// Parses a number of seconds (fractions allowed, at most a day).
@@ -165,6 +171,7 @@ pub fn run<S: Service>(args: impl IntoIterator<Item = OsString>, readiness: Read
             &home,
             &Timeouts {
                 ready: a.ready_timeout,
+                health_window: a.health_window,
                 ..Timeouts::default()
             },
         ),
@@ -174,8 +181,8 @@ pub fn run<S: Service>(args: impl IntoIterator<Item = OsString>, readiness: Read
             &home,
             &Timeouts {
                 ready: a.ready_timeout,
+                health_window: a.health_window,
                 stop: a.timeout,
-                ..Timeouts::default()
             },
         ),
         Cmd::Reload => control::reload(&home),
