@@ -97,7 +97,7 @@ impl Default for CircuitConfig {
             hops: 1,
             whitelist: None,
             refresh: "5m".into(),
-            target_wait_ms: 250,
+            target_wait_ms: 100,
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct Keys {
     used: AtomicBool,
     activation: tokio::sync::Mutex<()>,
     last_error: Mutex<Option<String>>,
+    /// Wakes the renewal task when a new key is in place.
+    changed: tokio::sync::Notify,
 }
 
 impl Keys {
@@ -113,6 +115,7 @@ impl Keys {
             used: AtomicBool::new(false),
             activation: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -180,6 +183,7 @@ impl Keys {
             *c = Some(key.clone());
         }
         self.used.store(false, Ordering::Relaxed);
+        self.changed.notify_one();
         Ok(key)
     }
 
@@ -295,11 +299,12 @@ impl Keys {
         loop {
             let wait = match self.peek() {
                 Some(k) => Duration::from_secs(u64::try_from(k.renew_at() - now()).unwrap_or(0)),
-                // Nothing to renew: look again later (a key appears on first use).
-                None => Duration::from_secs(30),
+                // Nothing to renew until a key appears (on first use).
+                None => Duration::from_secs(3600),
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                () = self.changed.notified() => continue,
                 () = tokio::time::sleep(wait.max(Duration::from_secs(1))) => {}
             }
             let Some(k) = self.peek() else { continue };

@@ -105,7 +105,7 @@ impl Default for SocksConfig {
         SocksConfig {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
-            target_wait: Duration::from_millis(250),
+            target_wait: Duration::from_millis(100),
             splice: SpliceLimits::default(),
             max_connections: 4096,
             max_udp_flows: 256,
