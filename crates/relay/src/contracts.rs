@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wireleap_api::{ApiClient, Identity};
+use wireleap_api::{ApiClient, Identity, RetryPolicy};
 use wireleap_proto::contractinfo::ContractInfo;
 use wireleap_proto::keys::PublicKey;
 use wireleap_proto::relayentry::RelayEntry;
@@ -157,7 +157,9 @@ impl ContractManager {
                 interfaces: vec![Interface::RelayDir, Interface::RelayContract],
             }),
             false,
-        )?;
+        )?
+        // The worker's backoff is the retry loop; the cached copy covers outages.
+        .with_retry(RetryPolicy::ONCE);
         Ok(ContractManager {
             ctx: Arc::new(Ctx {
                 shared,

@@ -480,7 +480,6 @@ impl RelayRuntime {
             stop.cancel();
             task.abort();
         }
-        self.update_submit_urls();
         let interval = self.config.auto_submit_interval;
         if interval.0 <= 0 {
             tracing::info!("auto_submit_interval is 0s: sharetokens are stored but not submitted");
@@ -491,22 +490,10 @@ impl RelayRuntime {
         self.submit_task = Some((stop, task));
     }
 
-    /// Keeps the submitter's key → URL map in step with the contracts learned so far.
-    fn update_submit_urls(&self) {
-        let snap = self.handle.shared.contracts.snapshot();
-        let urls: HashMap<String, String> = snap
-            .by_key
-            .iter()
-            .map(|(k, v)| (k.to_b64(), v.url.clone()))
-            .collect();
-        self.submitter.set_contracts(urls);
-    }
-
     fn spawn_usage_task(&self) -> (CancellationToken, JoinHandle<()>) {
         let stop = CancellationToken::new();
         let usage = self.handle.usage.clone();
         let shared = self.handle.shared.clone();
-        let submitter = self.submitter.clone();
         let config = self.handle.config.clone();
         let write_every = self
             .config
@@ -525,16 +512,8 @@ impl RelayRuntime {
                     () = s.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                // Contracts learned since the last tick become submittable.
-                let snap = shared.contracts.snapshot();
-                submitter.set_contracts(
-                    snap.by_key
-                        .iter()
-                        .map(|(k, v)| (k.to_b64(), v.url.clone()))
-                        .collect(),
-                );
                 if !usage.enabled() {
-                    continue;
+                    return;
                 }
                 let now = unix_now();
                 if last_write.elapsed() >= write_every {
@@ -604,6 +583,8 @@ impl RelayRuntime {
             "stopping: no new connections, draining open streams"
         );
         self.serving.stop.cancel();
+        // A successor holds its own copies; ours would only queue connections nobody takes.
+        self.held.clear();
         let tasks = std::mem::take(&mut self.serving.tasks);
         let drain = async {
             let mut total = DrainReport {

@@ -441,6 +441,22 @@ impl TokenStore {
         })
     }
 
+    /// Every cached `(url, /info body)`.
+    pub async fn cached_infos(&self) -> Result<Vec<(String, String)>, TokenStoreError> {
+        let rows = sqlx::query("SELECT url, info FROM relay_contracts")
+            .fetch_all(self.db.pool())
+            .await
+            .map_err(StoreError::query("reading cached contract info"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((
+                r.try_get("url").map_err(StoreError::query("reading"))?,
+                r.try_get("info").map_err(StoreError::query("reading"))?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Caches a contract's `/info` body.
     pub async fn cache_info(&self, url: &str, info: &str, now: i64) -> Result<(), TokenStoreError> {
         sqlx::query(

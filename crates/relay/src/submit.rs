@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wireleap_api::{ApiClient, ApiError, Identity, RetryPolicy};
+use wireleap_proto::contractinfo::ContractInfo;
 use wireleap_proto::version::{Component, Interface};
 
 /// Tokens submitted per tick at most (the rest wait for the next tick).
@@ -42,10 +43,9 @@ pub struct TickReport {
 /// Submits settleable sharetokens.
 #[derive(Debug, Clone)]
 pub struct Submitter {
+    shared: Arc<Shared>,
     store: TokenStore,
     client: ApiClient,
-    /// Contract key → contract URL, from the running config.
-    urls: Arc<std::sync::Mutex<HashMap<String, String>>>,
     archive_dir: Option<PathBuf>,
 }
 
@@ -74,7 +74,7 @@ fn verdict(r: Result<wireleap_api::RawResponse, ApiError>) -> Verdict {
 
 impl Submitter {
     /// A submitter signing as the relay in `shared`.
-    pub fn new(shared: &Shared, archive_dir: Option<PathBuf>) -> Result<Self, ApiError> {
+    pub fn new(shared: &Arc<Shared>, archive_dir: Option<PathBuf>) -> Result<Self, ApiError> {
         let client = ApiClient::new(
             Some(Identity {
                 keypair: shared.keypair.clone(),
@@ -86,21 +86,30 @@ impl Submitter {
         // The tick is the retry loop.
         .with_retry(RetryPolicy::ONCE);
         Ok(Submitter {
+            shared: shared.clone(),
             store: shared.store.clone(),
             client,
-            urls: Arc::default(),
             archive_dir,
         })
     }
 
-    /// Tells the submitter where each contract key is submitted.
-    pub fn set_contracts(&self, urls: HashMap<String, String>) {
-        *crate::state::lock(&self.urls) = urls;
-    }
-
-    /// The contract URL of a key, if known.
-    fn url_of(&self, key: &str) -> Option<String> {
-        crate::state::lock(&self.urls).get(key).cloned()
+    /// Contract key → URL: the contracts served now, then those known from the info cache
+    /// (a contract removed from the config still gets the tokens it owes for).
+    async fn urls(&self) -> HashMap<String, String> {
+        let mut urls: HashMap<String, String> = HashMap::new();
+        if let Ok(cached) = self.store.cached_infos().await {
+            for (url, body) in cached {
+                if let Ok(info) = ContractInfo::from_json(body.as_bytes()) {
+                    if let Some(k) = info.pubkey {
+                        urls.insert(k.to_b64(), url);
+                    }
+                }
+            }
+        }
+        for (k, v) in &self.shared.contracts.snapshot().by_key {
+            urls.insert(k.to_b64(), v.url.clone());
+        }
+        urls
     }
 
     /// One round at time `now`.
@@ -113,9 +122,15 @@ impl Submitter {
                 return report;
             }
         };
+        let urls = if due.is_empty() {
+            HashMap::new()
+        } else {
+            self.urls().await
+        };
+        let urls = &urls;
         let results: Vec<(StoredToken, Verdict)> = futures_util::stream::iter(due)
             .map(|t| async move {
-                let v = match self.url_of(&t.contract) {
+                let v = match urls.get(&t.contract).cloned() {
                     Some(url) => verdict(
                         self.client
                             .call(Method::POST, &format!("{url}/submit"), &t.token, &[])
