@@ -202,6 +202,8 @@ impl Dialer {
                 *c = config;
                 drop(c);
                 self.reset(None, "configuration changed");
+                // An error under the old settings says nothing about the new ones.
+                self.record(None);
             }
         }
     }
@@ -258,7 +260,8 @@ impl Dialer {
         target: &TargetAddr,
     ) -> Result<CircuitStream, DialError> {
         let remote = target_address(target)?;
-        let key = self.net.servicekey().await?;
+        // The circuit comes first: a whitelist or relay problem should not spend a pof.
+        let mut key: Option<Arc<ActiveKey>> = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -271,6 +274,10 @@ impl Dialer {
                     }
                     return Err(e);
                 }
+            };
+            let key = match &key {
+                Some(k) => k.clone(),
+                None => key.insert(self.net.servicekey().await?).clone(),
             };
             match self
                 .open_on(&circuit, &session, protocol, &remote, &key)
