@@ -310,6 +310,74 @@ async fn import_sync_activate_renew_and_carry_traffic() {
     assert_eq!(controller.status(&dialer).pofs.usable, 2);
     let on_disk = wireleap::files::read_servicekey(&home).unwrap().unwrap();
     assert!(on_disk.contract.settlement_open > common::now());
+
+    // The local h2c broker and the REST API on one listener.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = l.local_addr().unwrap();
+    let state = wireleap::api::ApiState {
+        controller: controller.clone(),
+        dialer: dialer.clone(),
+    };
+    tokio::spawn(wireleap_api::serve(
+        l,
+        wireleap::api::router(state, true),
+        None,
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = http
+        .put(format!("http://{api_addr}/broker"))
+        .header("Wl-Dial-Protocol", "tcp")
+        .header("Wl-Dial-Target", echo.to_string())
+        .header("Wl-Forwarder", "test")
+        .body("through the broker")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "through the broker");
+    let resp = http
+        .put(format!("http://{api_addr}/broker"))
+        .header("Wl-Dial-Target", "not a target")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let st: serde_json::Value = http
+        .get(format!("http://{api_addr}/api/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["state"], "active", "{st}");
+    assert_eq!(st["circuit"]["hops"].as_array().unwrap().len(), 3);
+    // POST /api/config applies at once: one hop from now on.
+    let c: serde_json::Value = http
+        .post(format!("http://{api_addr}/api/config"))
+        .json(&serde_json::json!({"circuit": {"hops": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["circuit"]["hops"], 1);
+    let mut one = socks_echo(socks, echo).await;
+    roundtrip(&mut one, b"one hop now").await;
+    assert_eq!(dialer.circuit().unwrap().hops.len(), 1);
+    let bad = http
+        .post(format!("http://{api_addr}/api/config"))
+        .json(&serde_json::json!({"circuit": {"hops": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
     stop.cancel();
 }
 
