@@ -499,13 +499,11 @@ async fn withdraw(
     req: StrictSigned<WithdrawalRequest, RelayCaller>,
 ) -> Result<ApiJson<Withdrawal>, StatusReply> {
     let w = req.body;
+    if w.amount <= 0 {
+        return Err(StatusReply(Status::withdrawal_invalid()));
+    }
     if let Err(e) = w.validate() {
-        let status = if w.amount <= 0 {
-            Status::withdrawal_invalid()
-        } else {
-            Status::bad_request()
-        };
-        return Err(StatusReply(status.with_cause(e.to_string())));
+        return Err(StatusReply(Status::bad_request().with_cause(e.to_string())));
     }
     let config = s.config();
     let pay = &config.payout;
