@@ -17,10 +17,26 @@ use wireleap_proto::keys::PublicKey;
 use wireleap_proto::relayentry::{RelayEntry, Role};
 use wireleap_proto::relaylist::RelayList;
 
+/// What identifies a request already verified for a relay: SHA-256 of its signature and
+/// body bytes. ed25519 verification is deterministic, so the same (key, signature, body)
+/// verifies again; a heartbeat repeating the bytes of one we checked skips the check.
+pub type Proof = [u8; 32];
+
+/// The [`Proof`] of a signature and body.
+pub fn proof_of(signature: &[u8; 64], body: &[u8]) -> Proof {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(signature);
+    h.update(body);
+    h.finalize().into()
+}
+
 /// One live relay.
 #[derive(Debug)]
 struct Live {
     entry: Arc<RelayEntry>,
+    /// The last request from this relay whose signature was verified.
+    proof: Option<Proof>,
     last_seen: i64,
     /// `last_seen` changed since the last [`Registry::take_dirty`].
     dirty: bool,
@@ -97,6 +113,7 @@ impl Registry {
                     pk,
                     Live {
                         entry: Arc::new(entry),
+                        proof: None,
                         last_seen,
                         dirty: false,
                     },
@@ -113,9 +130,17 @@ impl Registry {
     }
 
     /// A heartbeat: if `pubkey` is live at `now` and enrolled with exactly `entry`, its
-    /// timestamp moves to `now` and `true` is returned. Otherwise nothing changes and the
-    /// caller must treat the request as an enrollment.
-    pub fn heartbeat(&self, pubkey: &PublicKey, entry: &RelayEntry, now: i64, ttl: i64) -> bool {
+    /// timestamp moves to `now`, `proof` is remembered for [`Registry::heartbeat_seen`], and
+    /// `true` is returned. Otherwise nothing changes and the caller must treat the request
+    /// as an enrollment.
+    pub fn heartbeat(
+        &self,
+        pubkey: &PublicKey,
+        entry: &RelayEntry,
+        proof: Option<Proof>,
+        now: i64,
+        ttl: i64,
+    ) -> bool {
         let mut g = self.lock();
         let Inner { relays, dirty, .. } = &mut *g;
         let Some(live) = relays.get_mut(pubkey) else {
@@ -124,6 +149,34 @@ impl Registry {
         if now.saturating_sub(live.last_seen) > ttl || *live.entry != *entry {
             return false;
         }
+        if proof.is_some() {
+            live.proof = proof;
+        }
+        Self::bump(live, dirty, pubkey, now);
+        true
+    }
+
+    /// A heartbeat repeating the exact bytes of a verified one: if `pubkey` is live and its
+    /// last verified request has this `proof`, its timestamp moves to `now` and its entry is
+    /// returned; otherwise `None` and the request takes the full path.
+    pub fn heartbeat_seen(
+        &self,
+        pubkey: &PublicKey,
+        proof: &Proof,
+        now: i64,
+        ttl: i64,
+    ) -> Option<Arc<RelayEntry>> {
+        let mut g = self.lock();
+        let Inner { relays, dirty, .. } = &mut *g;
+        let live = relays.get_mut(pubkey)?;
+        if now.saturating_sub(live.last_seen) > ttl || live.proof.as_ref() != Some(proof) {
+            return None;
+        }
+        Self::bump(live, dirty, pubkey, now);
+        Some(live.entry.clone())
+    }
+
+    fn bump(live: &mut Live, dirty: &mut Vec<PublicKey>, pubkey: &PublicKey, now: i64) {
         if now > live.last_seen {
             live.last_seen = now;
             if !live.dirty {
@@ -131,7 +184,6 @@ impl Registry {
                 dirty.push(*pubkey);
             }
         }
-        true
     }
 
     /// Whether `pubkey` is enrolled and live at `now`.
@@ -161,14 +213,16 @@ impl Registry {
             .map(|(pk, _)| *pk)
     }
 
-    /// Lists `entry` as enrolled at `now` (replacing the relay's previous entry).
-    pub fn insert(&self, entry: RelayEntry, now: i64) {
+    /// Lists `entry` as enrolled at `now` (replacing the relay's previous entry), with the
+    /// proof of the verified request that enrolled it.
+    pub fn insert(&self, entry: RelayEntry, proof: Option<Proof>, now: i64) {
         let Some(pk) = entry.pubkey else { return };
         let mut g = self.lock();
         g.relays.insert(
             pk,
             Live {
                 entry: Arc::new(entry),
+                proof,
                 last_seen: now,
                 // The enrollment itself wrote this timestamp to the database.
                 dirty: false,
@@ -345,24 +399,46 @@ mod tests {
         let r = Registry::new();
         let a = entry(1, Role::Fronting, 1);
         let pk = a.pubkey.unwrap();
-        assert!(!r.heartbeat(&pk, &a, 10, 30));
-        r.insert(a.clone(), 10);
-        assert!(r.heartbeat(&pk, &a, 20, 30));
+        assert!(!r.heartbeat(&pk, &a, None, 10, 30));
+        r.insert(a.clone(), None, 10);
+        assert!(r.heartbeat(&pk, &a, None, 20, 30));
         let mut moved = a.clone();
         moved.address = Some(Address::parse("wireleap://127.0.0.1:2").unwrap());
-        assert!(!r.heartbeat(&pk, &moved, 21, 30));
+        assert!(!r.heartbeat(&pk, &moved, None, 21, 30));
         // 20 + 30 = 50 is the last second it counts as live.
-        assert!(r.heartbeat(&pk, &a, 50, 30));
-        assert!(!r.heartbeat(&pk, &a, 81, 30));
+        assert!(r.heartbeat(&pk, &a, None, 50, 30));
+        assert!(!r.heartbeat(&pk, &a, None, 81, 30));
         assert_eq!(r.take_dirty(), vec![(pk, 50)]);
         assert_eq!(r.take_dirty(), vec![]);
     }
 
     #[test]
+    fn seen_heartbeats_need_the_same_verified_bytes() {
+        let r = Registry::new();
+        let a = entry(1, Role::Fronting, 1);
+        let pk = a.pubkey.unwrap();
+        let p1 = proof_of(&[1; 64], b"body");
+        let p2 = proof_of(&[1; 64], b"bodz");
+        assert_ne!(p1, p2);
+        assert!(r.heartbeat_seen(&pk, &p1, 10, 30).is_none());
+        r.insert(a.clone(), Some(p1), 10);
+        assert_eq!(r.heartbeat_seen(&pk, &p1, 11, 30).as_deref(), Some(&a));
+        assert!(r.heartbeat_seen(&pk, &p2, 12, 30).is_none());
+        assert!(r.heartbeat_seen(&PublicKey([0; 32]), &p1, 12, 30).is_none());
+        // A verified heartbeat with other bytes (same entry) replaces the proof.
+        assert!(r.heartbeat(&pk, &a, Some(p2), 12, 30));
+        assert!(r.heartbeat_seen(&pk, &p1, 13, 30).is_none());
+        assert!(r.heartbeat_seen(&pk, &p2, 13, 30).is_some());
+        // Expired relays get nothing.
+        assert!(r.heartbeat_seen(&pk, &p2, 44, 30).is_none());
+        assert_eq!(r.take_dirty(), vec![(pk, 13)]);
+    }
+
+    #[test]
     fn expiry_hides_relays_from_counts_and_lists() {
         let r = Registry::new();
-        r.insert(entry(1, Role::Fronting, 1), 100);
-        r.insert(entry(2, Role::Backing, 2), 110);
+        r.insert(entry(1, Role::Fronting, 1), None, 100);
+        r.insert(entry(2, Role::Backing, 2), None, 110);
         assert_eq!(r.counts(120, 30), [1, 0, 1]);
         let calls = std::cell::Cell::new(0);
         assert_eq!(r.list(None, 120, 30, sign_count(&calls)).count, 2);
@@ -393,7 +469,7 @@ mod tests {
         assert_eq!(p.upgrade_channel, None);
         assert_eq!(p.pubkey, e.pubkey);
         let r = Registry::new();
-        r.insert(e, 1);
+        r.insert(e, None, 1);
         let l = r.list(None, 1, 30, |l| (l.to_body(), Vec::new()));
         assert!(!String::from_utf8_lossy(&l.body).contains("secret"));
     }
@@ -403,12 +479,12 @@ mod tests {
         let r = Registry::new();
         let a = entry(1, Role::Fronting, 7);
         let b = entry(2, Role::Fronting, 7);
-        r.insert(a.clone(), 1);
+        r.insert(a.clone(), None, 1);
         assert_eq!(r.address_holder(&b, &b.pubkey.unwrap(), 2, 30), a.pubkey);
         assert_eq!(r.address_holder(&a, &a.pubkey.unwrap(), 2, 30), None);
         assert_eq!(r.address_holder(&b, &b.pubkey.unwrap(), 40, 30), None);
         let pk = a.pubkey.unwrap();
-        assert!(r.heartbeat(&pk, &a, 5, 30));
+        assert!(r.heartbeat(&pk, &a, None, 5, 30));
         let d = r.take_dirty();
         r.requeue(&d);
         assert_eq!(r.take_dirty(), d);

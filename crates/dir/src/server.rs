@@ -17,30 +17,35 @@ use crate::challenge::{ChallengeError, ChallengeIssuer};
 use crate::channels::{self, ChannelComponent, ChannelTable};
 use crate::config::{rollout_basis_points, DirectoryConfig};
 use crate::ping::{self, PingError};
-use crate::registry::Registry;
+use crate::registry::{proof_of, Proof, Registry};
 use crate::store::{DirStore, DirStoreError, FailureRecord};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use subtle::ConstantTimeEq as _;
-use wireleap_api::server::{gate, RelayCaller};
+use wireleap_api::server::{gate, RelayCaller, MAX_REQUEST_BYTES};
 use wireleap_api::{ApiState, Signed, StatusReply};
 use wireleap_daemon::CancellationToken;
 use wireleap_proto::dirinfo::{DirInfo, Enrollment, RoleEnrollment, UpgradeChannels};
-use wireleap_proto::keys::{Keypair, PublicKey};
+use wireleap_proto::keys::{Keypair, PublicKey, Signature};
 use wireleap_proto::pow::{self, PowError};
 use wireleap_proto::relayentry::{
     RelayEntry, RelayEntryError, Role, CHALLENGE_HEADER, RESPONSE_HEADER,
 };
 use wireleap_proto::relaylist::RelayList;
+use wireleap_proto::request::{self, pubkey_header, signature_header};
 use wireleap_proto::status::{Status, ToStatus};
-use wireleap_proto::version::{self, Interface, VersionError, RELAY_SOFTWARE_VERSION_HEADER};
+use wireleap_proto::version::{
+    self, Component, Interface, VersionError, RELAY_SOFTWARE_VERSION_HEADER,
+};
 use wireleap_proto::{dirinfo, json};
 
 /// Longest upgrade failure reason kept (longer ones are cut).
@@ -750,20 +755,75 @@ fn challenge_reply(challenge: &str) -> Response {
     resp
 }
 
+/// Reads the body of a relay request (bounded like the API crate's extractors).
+fn read_limit(body: Result<Bytes, BytesRejection>) -> Result<Bytes, StatusReply> {
+    let body = body.map_err(|e| StatusReply(Status::bad_request().with_cause(e.body_text())))?;
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(StatusReply(
+            Status::new(413, "request entity too large").with_cause(format!(
+                "request body larger than {MAX_REQUEST_BYTES} bytes"
+            )),
+        ));
+    }
+    Ok(body)
+}
+
+/// The proof of a request's signature header and body, if the headers are well-formed.
+fn request_proof(headers: &HeaderMap, body: &[u8]) -> Option<(PublicKey, Proof)> {
+    let pk = PublicKey::from_b64(header(headers, pubkey_header(Component::Relay))?).ok()?;
+    let sig = Signature::from_b64(header(headers, signature_header(Component::Relay))?).ok()?;
+    Some((pk, proof_of(&sig.0, body)))
+}
+
+/// `POST /relays`. Not the API crate's `Signed` extractor: a heartbeat that repeats the
+/// exact bytes of a request already verified for a live relay skips signature verification
+/// and decoding (see [`Registry::heartbeat_seen`]); ed25519 verification is most of the
+/// cost of a heartbeat otherwise.
 async fn enroll(
     State(s): State<DirServer>,
     headers: HeaderMap,
-    signed: Signed<RelayEntry, RelayCaller>,
-) -> Result<Response, RequestError> {
-    let entry = signed.body;
-    entry.validate()?;
-    let pubkey = signer_is_entry_key(&signed.signer, &entry)?;
-    let software = software_version(&entry, &headers);
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    let body = read_limit(body).map_err(IntoResponse::into_response)?;
     let cfg = s.config();
     let ttl = cfg.relay_ttl.as_secs();
     let now = s.now();
+    let proof = request_proof(&headers, &body);
+    if let Some((pk, p)) = &proof {
+        if let Some(entry) = s.state.registry.heartbeat_seen(pk, p, now, ttl) {
+            let software = software_version(&entry, &headers);
+            return Ok(
+                StatusReply(s.heartbeat_reply(pk, &entry, software.as_ref())).into_response(),
+            );
+        }
+    }
+    let signer = request::verify_body(Component::Relay, &headers, &body)
+        .map_err(|e| StatusReply(e.to_status()).into_response())?;
+    let entry: RelayEntry = json::from_slice(&body).map_err(|e| {
+        StatusReply(Status::bad_request().with_cause(format!("invalid JSON body: {e}")))
+            .into_response()
+    })?;
+    let proof = proof.map(|(_, p)| p);
+    enroll_verified(s, headers, signer, entry, proof, cfg, now)
+        .await
+        .map_err(IntoResponse::into_response)
+}
 
-    if s.state.registry.heartbeat(&pubkey, &entry, now, ttl) {
+async fn enroll_verified(
+    s: DirServer,
+    headers: HeaderMap,
+    signer: PublicKey,
+    entry: RelayEntry,
+    proof: Option<Proof>,
+    cfg: Arc<DirectoryConfig>,
+    now: i64,
+) -> Result<Response, RequestError> {
+    let ttl = cfg.relay_ttl.as_secs();
+    entry.validate()?;
+    let pubkey = signer_is_entry_key(&signer, &entry)?;
+    let software = software_version(&entry, &headers);
+
+    if s.state.registry.heartbeat(&pubkey, &entry, proof, now, ttl) {
         return Ok(
             StatusReply(s.heartbeat_reply(&pubkey, &entry, software.as_ref())).into_response(),
         );
@@ -836,7 +896,7 @@ async fn enroll(
         software = ?software.as_ref().map(ToString::to_string),
         "relay enrolled"
     );
-    s.state.registry.insert(entry, now);
+    s.state.registry.insert(entry, proof, now);
     Ok(StatusReply(Status::ok()).into_response())
 }
 

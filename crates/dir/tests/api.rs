@@ -699,6 +699,21 @@ async fn bad_signatures_and_mismatched_keys_are_refused() {
     ok(&a.post(&dir).await);
     // A forged disenrollment did not remove a.
     assert_eq!(dir.relays("").await.relays.len(), 2);
+
+    // Once a is live, its heartbeat bytes are remembered; anything else is fully checked.
+    ok(&a.post(&dir).await);
+    let bad = sign_body(&a.kp, Component::Relay, b"{}");
+    assert_eq!(post(bad, body.clone()).await.unwrap().status(), 403);
+    let mut swapped = sign_body(&a.kp, Component::Relay, &body);
+    swapped[0].1 = other.pubkey().to_b64();
+    assert_eq!(post(swapped, body.clone()).await.unwrap().status(), 403);
+    let good = sign_body(&a.kp, Component::Relay, &body);
+    let resp = post(good, body.clone()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        Status::parse(&resp.bytes().await.unwrap()).unwrap(),
+        Status::ok()
+    );
 }
 
 #[tokio::test]
