@@ -38,6 +38,16 @@ pub enum Command {
     },
     /// Print the running client's full status as JSON
     Info,
+    /// Show config.json, one key of it (dotted, e.g. circuit.hops), or set a key; a running
+    /// client reloads. `null` unsets; list keys take their elements as separate arguments
+    /// (`config circuit.whitelist wireleap://a:1 wireleap://b:2`, `[]` for an empty list)
+    Config {
+        /// Dotted key, e.g. circuit.whitelist
+        key: Option<String>,
+        /// New value (JSON, or a plain string)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        values: Vec<String>,
+    },
     /// Show the circuit in use, or drop it so the next connection builds a new one
     Circuit {
         /// Drop the current circuit
@@ -82,6 +92,7 @@ pub async fn run(home: &Home, command: Command) -> anyhow::Result<()> {
             println!("{body}");
             Ok(())
         }
+        Command::Config { key, values } => config_command(home, key.as_deref(), &values),
         Command::Circuit { reset } => {
             let config = load_config(home)?;
             let body = if reset {
@@ -92,6 +103,83 @@ pub async fn run(home: &Home, command: Command) -> anyhow::Result<()> {
             println!("{body}");
             Ok(())
         }
+    }
+}
+
+/// `config [KEY [VALUE...]]`.
+fn config_command(home: &Home, key: Option<&str>, values: &[String]) -> anyhow::Result<()> {
+    let config = load_config(home)?;
+    let mut tree = serde_json::to_value(&config)?;
+    let Some(key) = key else {
+        println!("{}", serde_json::to_string_pretty(&tree)?);
+        return Ok(());
+    };
+    let path: Vec<&str> = key.split('.').collect();
+    let slot = path
+        .iter()
+        .try_fold(&mut tree, |node, part| node.get_mut(*part))
+        .ok_or_else(|| anyhow::anyhow!("no such config key {key:?} (see `wireleap config`)"))?;
+    if values.is_empty() {
+        match slot {
+            serde_json::Value::String(s) => println!("{s}"),
+            other => println!("{other}"),
+        }
+        return Ok(());
+    }
+    let is_list = slot.is_array() || key == "circuit.whitelist";
+    *slot = parse_value(values, is_list)?;
+    let new: ClientConfig = serde_json::from_value(tree)
+        .map_err(|e| anyhow::anyhow!("invalid value for {key}: {e}"))?;
+    let problems = wireleap_daemon::Config::validate(&new);
+    if !problems.is_empty() {
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::bail!("refusing the change: {}", text.join("; "));
+    }
+    let mut bytes = serde_json::to_vec_pretty(&new)?;
+    bytes.push(b'\n');
+    wireleap_daemon::write_atomic(&home.config_file(), &bytes, 0o644)?;
+    println!(
+        "{key} = {}",
+        serde_json::to_value(&new)
+            .ok()
+            .and_then(|v| {
+                path.iter()
+                    .try_fold(v, |node, part| node.get(*part).cloned())
+            })
+            .unwrap_or_default()
+    );
+    if let Found::Running(pid) = control::inspect(home) {
+        match wireleap_daemon::process::send(pid, nix::sys::signal::Signal::SIGUSR1) {
+            Ok(()) => println!("told the running client (pid {pid}) to reload"),
+            Err(e) => eprintln!(
+                "warning: could not tell the running client to reload: {e}; run `wireleap reload`"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// A value from the command line: JSON when it parses (numbers, booleans, `null`, lists),
+/// else a plain string; for list keys several arguments are the list's elements.
+fn parse_value(values: &[String], is_list: bool) -> anyhow::Result<serde_json::Value> {
+    let one = |v: &str| serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::from(v));
+    match values {
+        [single] => {
+            let v = one(single);
+            if is_list && !(v.is_array() || v.is_null()) {
+                Ok(serde_json::Value::Array(vec![serde_json::Value::from(
+                    single.as_str(),
+                )]))
+            } else {
+                Ok(v)
+            }
+        }
+        many if is_list => Ok(serde_json::Value::Array(
+            many.iter()
+                .map(|v| serde_json::Value::from(v.as_str()))
+                .collect(),
+        )),
+        _ => anyhow::bail!("only list keys take more than one value"),
     }
 }
 
@@ -339,6 +427,29 @@ fn describe_offline(home: &Home, config: Option<&ClientConfig>) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_values() {
+        let s = |v: &[&str], list| {
+            parse_value(&v.iter().map(|x| x.to_string()).collect::<Vec<_>>(), list).unwrap()
+        };
+        assert_eq!(s(&["3"], false), serde_json::json!(3));
+        assert_eq!(s(&["null"], true), serde_json::Value::Null);
+        assert_eq!(s(&["[]"], true), serde_json::json!([]));
+        assert_eq!(
+            s(&["wireleap://a:1"], true),
+            serde_json::json!(["wireleap://a:1"])
+        );
+        assert_eq!(
+            s(&["wireleap://a:1", "wireleap://b:2"], true),
+            serde_json::json!(["wireleap://a:1", "wireleap://b:2"])
+        );
+        assert_eq!(
+            s(&["http://c.example"], false),
+            serde_json::json!("http://c.example")
+        );
+        assert!(parse_value(&["a".into(), "b".into()], false).is_err());
+    }
 
     #[test]
     fn human_times() {

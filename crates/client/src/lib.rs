@@ -91,6 +91,9 @@ async fn run(mut ctx: RunContext<ClientConfig>) -> anyhow::Result<()> {
         None => None,
     };
     let api_addr = api_listener.local_addr()?.to_string();
+    if !api_listener.local_addr()?.ip().is_loopback() {
+        tracing::warn!(address = %api_addr, "the REST API has no authentication and listens on a non-loopback address; anyone who can reach it can use and reconfigure this client");
+    }
     let socks_addr = socks_listener.local_addr()?.to_string();
     let h2c_addr = match &h2c_listener {
         Some(l) => l.local_addr()?.to_string(),

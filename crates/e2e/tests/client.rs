@@ -160,6 +160,52 @@ fn init_writes_config_and_scripts() -> TestResult {
 }
 
 #[test]
+fn config_command_reads_and_sets_keys() -> TestResult {
+    let home = ScratchHome::new()?;
+    expect(&wl(home.path(), &["init"])?, 0, "init")?;
+    let read = |key: &str| -> anyhow::Result<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(&home.read("config.json")?)?;
+        Ok(key.split('.').fold(v, |v, k| v[k].clone()))
+    };
+    expect(
+        &wl(home.path(), &["config", "circuit.hops", "3"])?,
+        0,
+        "set hops",
+    )?;
+    assert_eq!(read("circuit.hops")?, 3);
+    let get = wl(home.path(), &["config", "circuit.hops"])?;
+    assert_eq!(get.stdout.trim(), "3", "{get}");
+    let wl_a = "wireleap://a.example:1";
+    let wl_b = "wireleap://b.example:2";
+    expect(
+        &wl(home.path(), &["config", "circuit.whitelist", wl_a, wl_b])?,
+        0,
+        "whitelist",
+    )?;
+    assert_eq!(read("circuit.whitelist")?, serde_json::json!([wl_a, wl_b]));
+    expect(
+        &wl(home.path(), &["config", "circuit.whitelist", "[]"])?,
+        0,
+        "empty whitelist",
+    )?;
+    assert_eq!(read("circuit.whitelist")?, serde_json::json!([]));
+    expect(
+        &wl(home.path(), &["config", "circuit.whitelist", "null"])?,
+        0,
+        "null whitelist",
+    )?;
+    assert!(read("circuit.whitelist")?.is_null());
+    let bad = wl(home.path(), &["config", "circuit.hops", "0"])?;
+    expect(&bad, 1, "hops 0")?;
+    assert!(bad.stderr.contains("circuit.hops"), "{bad}");
+    assert_eq!(read("circuit.hops")?, 3, "a refused change is not written");
+    let unknown = wl(home.path(), &["config", "circuit.hop", "1"])?;
+    expect(&unknown, 1, "unknown key")?;
+    assert!(unknown.stderr.contains("no such config key"), "{unknown}");
+    Ok(())
+}
+
+#[test]
 fn config_problems_are_named() -> TestResult {
     let home = ScratchHome::new()?;
     home.write(
