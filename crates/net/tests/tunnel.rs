@@ -58,6 +58,11 @@ async fn tls_is_1_3_with_h2_and_pin_is_enforced() {
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
     assert_eq!(conn.alpn_protocol(), Some(&b"h2"[..]));
+    // Both ends prefer AES-128-GCM (cheaper per nested layer).
+    assert_eq!(
+        conn.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
 
     // No pin: any certificate (still with a verified handshake signature).
     let tcp = tls::dial_tcp(&addr, T).await.unwrap();
