@@ -253,6 +253,11 @@ impl NotifyReceiver {
                 path: dir.clone(),
                 source,
             })?;
+        // The new directory is ours, so its owner is our uid (no libc call needed).
+        if let Ok(meta) = std::fs::metadata(&dir) {
+            use std::os::unix::fs::MetadataExt as _;
+            sweep_stale(&base, meta.uid());
+        }
         let path = dir.join("notify");
         let socket = match UnixDatagram::bind(&path) {
             Ok(s) => s,
@@ -289,6 +294,32 @@ impl NotifyReceiver {
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
             Err(e) => Err(NotifyError::Recv(e)),
+        }
+    }
+}
+
+/// Removes receiver directories left by starters that were killed while waiting (their
+/// `Drop` never ran): ours only, and only when the pid in the name is gone.
+fn sweep_stale(base: &Path, uid: u32) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("wireleap-notify."))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if ours && !crate::process::exists(pid) {
+            let _ = std::fs::remove_file(dir.join("notify"));
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 }
@@ -341,6 +372,22 @@ mod tests {
         drop(rx);
         assert!(!path.exists());
         assert!(!path.parent().unwrap().exists());
+    }
+
+    #[test]
+    fn receivers_of_dead_starters_are_swept() {
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let pid = dead.id();
+        dead.wait().unwrap();
+        let base = std::env::temp_dir();
+        let stale = base.join(format!("wireleap-notify.{pid}.0.1"));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("notify"), b"").unwrap();
+        let live = NotifyReceiver::new().unwrap();
+        assert!(!stale.exists());
+        // A receiver of a live process survives a sweep.
+        let _other = NotifyReceiver::new().unwrap();
+        assert!(live.path().exists());
     }
 
     #[test]
