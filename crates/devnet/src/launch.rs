@@ -139,17 +139,16 @@ impl Devnet {
     }
 
     fn bring_up(&mut self, opts: &Options) -> Result<()> {
-        self.say("building the binaries (first run takes a few minutes)");
-        for bin in [
+        self.say("building the binaries (the first run compiles for a few minutes)");
+        harness::binaries(&[
             "wireleap-contract",
             "wireleap-dir",
             "wireleap-auth",
             "wireleap-ps-dummy",
             "wireleap-relay",
             "wireleap",
-        ] {
-            harness::binary(bin).with_context(|| format!("building {bin}"))?;
-        }
+        ])
+        .context("building the daemon binaries")?;
 
         let contract = self.node("contract", "wireleap-contract");
         let dir = self.node("directory", "wireleap-dir");
@@ -254,6 +253,7 @@ impl Devnet {
         write_config(
             &client,
             json!({
+                "address": format!("127.0.0.1:{}", port(())?),
                 "address_socks": socks,
                 "circuit": {"hops": 3},
             }),

@@ -93,6 +93,25 @@ pub fn binary_of(package: &str, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Builds several daemon binaries with one cargo invocation (cargo then compiles them in
+/// parallel under one lock) and returns their paths in order.
+pub fn binaries(names: &[&str]) -> Result<Vec<PathBuf>> {
+    if std::env::var_os(BIN_DIR_ENV).is_none() {
+        let pairs = names
+            .iter()
+            .map(|name| {
+                DAEMONS
+                    .iter()
+                    .find(|(bin, _)| bin == name)
+                    .map(|(bin, pkg)| (*pkg, *bin))
+                    .ok_or_else(|| anyhow!("{name} is not one of the daemon binaries"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        build_many(&pairs, &profile_dir()?)?;
+    }
+    names.iter().map(|n| binary(n)).collect()
+}
+
 /// Path of one of the seven daemon binaries (see [`DAEMONS`]), built if needed.
 pub fn binary(name: &str) -> Result<PathBuf> {
     let package = DAEMONS
@@ -104,6 +123,10 @@ pub fn binary(name: &str) -> Result<PathBuf> {
 }
 
 fn build(package: &str, name: &str, profile_dir: &Path) -> Result<()> {
+    build_many(&[(package, name)], profile_dir)
+}
+
+fn build_many(pairs: &[(&str, &str)], profile_dir: &Path) -> Result<()> {
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -116,8 +139,12 @@ fn build(package: &str, name: &str, profile_dir: &Path) -> Result<()> {
         .unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", package, "--bin", name])
+        .args(["build", "--quiet"])
         .env("CARGO_TARGET_DIR", target_dir);
+    for (package, name) in pairs {
+        cmd.args(["-p", package, "--bin", name]);
+    }
+    let what = pairs.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ");
     match profile {
         "debug" => {}
         "release" => {
@@ -130,10 +157,10 @@ fn build(package: &str, name: &str, profile_dir: &Path) -> Result<()> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("running cargo to build {name}"))?;
+        .with_context(|| format!("running cargo to build {what}"))?;
     if !out.status.success() {
         bail!(
-            "cargo build -p {package} --bin {name} failed ({}):\n{}",
+            "cargo build of {what} failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
