@@ -10,7 +10,7 @@
 //! token was accepted. Target addresses are never logged.
 
 use crate::dial;
-use crate::state::{unix_now, Shared};
+use crate::state::{unix_now, ContractView, Shared};
 use crate::store::Inserted;
 use crate::udp;
 use futures_util::future::BoxFuture;
@@ -69,19 +69,23 @@ fn fail(stream: &mut ServerStream, status: &Status) {
 
 async fn handle(shared: &Shared, request: RawRequest, mut stream: ServerStream) {
     let me = shared.pubkey;
-    let text = match &request.payload {
+    let parsed = match &request.payload {
         Some(b) => match std::str::from_utf8(b) {
-            Ok(t) => t,
-            Err(_) => {
-                let s = Status::new(400, "could not parse payload header: not UTF-8")
-                    .with_origin_relay(&me);
-                return fail(&mut stream, &s);
+            Ok(t) => {
+                TunnelRequest::from_header(t).map_err(|e| e.to_status().with_origin_relay(&me))
             }
+            Err(_) => Err(
+                Status::new(400, "could not parse payload header: not UTF-8")
+                    .with_origin_relay(&me),
+            ),
         },
-        None => "",
+        None => TunnelRequest::from_header("").map_err(|e| e.to_status().with_origin_relay(&me)),
     };
-    match TunnelRequest::from_header(text) {
-        Err(e) => fail(&mut stream, &e.to_status().with_origin_relay(&me)),
+    // The headers (payload included) are not needed any more; a long-lived stream should
+    // not keep them.
+    drop(request);
+    match parsed {
+        Err(s) => fail(&mut stream, &s),
         Ok(TunnelRequest::Ping) => {
             let reply = PlainReply::text(StatusCode::OK, Status::pong(&me).text());
             if let Err(e) = stream.reply_plain(reply) {
@@ -93,17 +97,23 @@ async fn handle(shared: &Shared, request: RawRequest, mut stream: ServerStream) 
             remote,
             token,
             ..
-        }) => connect(shared, &mut stream, protocol, &remote, &token).await,
+        }) => {
+            let Some(view) = admit(shared, &mut stream, protocol, &remote, *token).await else {
+                return;
+            };
+            forward(shared, &mut stream, protocol, &remote, view).await;
+        }
     }
 }
 
-async fn connect(
+/// Checks and stores the sharetoken; `None` if the stream was refused (and answered).
+async fn admit(
     shared: &Shared,
     stream: &mut ServerStream,
     protocol: Protocol,
     remote: &Address,
-    token: &wireleap_proto::sharetoken::Sharetoken,
-) {
+    token: wireleap_proto::sharetoken::Sharetoken,
+) -> Option<ContractView> {
     let me = shared.pubkey;
     let refuse = |stream: &mut ServerStream, text: String| {
         shared.refused_tokens.fetch_add(1, Ordering::Relaxed);
@@ -111,10 +121,11 @@ async fn connect(
     };
     let last_hop = remote.scheme() == Scheme::Target;
     if protocol.is_udp() && !last_hop {
-        return refuse(
+        refuse(
             stream,
             format!("protocol {protocol} is only allowed for target:// remotes"),
         );
+        return None;
     }
 
     let now = unix_now();
@@ -123,26 +134,45 @@ async fn connect(
     let ctx = VerifyContext::new(me, &contracts.keys, now).with_enrollment(&available);
     let verified = match token.verify(&ctx) {
         Ok(v) => v,
-        Err(e) => return refuse(stream, e.to_string()),
+        Err(e) => {
+            refuse(stream, e.to_string());
+            return None;
+        }
     };
     match shared.store.insert(&verified, now).await {
         Ok(Inserted::New) => {}
-        Ok(Inserted::Duplicate) => return refuse(stream, SharetokenError::Duplicate.to_string()),
+        Ok(Inserted::Duplicate) => {
+            refuse(stream, SharetokenError::Duplicate.to_string());
+            return None;
+        }
         Err(e) => {
             tracing::error!(error = %e, "sharetoken not stored; refusing the stream");
-            let s = Status::internal().with_origin_relay(&me);
-            return fail(stream, &s);
+            fail(stream, &Status::internal().with_origin_relay(&me));
+            return None;
         }
     }
-    let Some(view) = verified
+    let view = verified
         .contract
         .as_ref()
         .and_then(|c| c.public_key)
-        .and_then(|k| contracts.by_key.get(&k).cloned())
-    else {
+        .and_then(|k| contracts.by_key.get(&k).cloned());
+    if view.is_none() {
         // verify() only passes tokens of contracts in the snapshot.
-        return fail(stream, &Status::internal().with_origin_relay(&me));
-    };
+        fail(stream, &Status::internal().with_origin_relay(&me));
+    }
+    view
+}
+
+/// Dials the remote and splices until either side ends.
+async fn forward(
+    shared: &Shared,
+    stream: &mut ServerStream,
+    protocol: Protocol,
+    remote: &Address,
+    view: ContractView,
+) {
+    let me = shared.pubkey;
+    let last_hop = remote.scheme() == Scheme::Target;
     let origin = |s: Status| {
         if last_hop {
             s.with_origin_target()
