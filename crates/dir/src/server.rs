@@ -56,6 +56,10 @@ pub const FAILURE_RETENTION_SECS: i64 = 30 * 24 * 3600;
 pub const FAILURES_SHOWN: usize = 10;
 /// PING checks running at once; more enrollments wait.
 pub const PING_CONCURRENCY: usize = 32;
+/// bcrypt verifications running at once. Checking an answer costs the directory a full
+/// bcrypt while a garbage answer costs the sender nothing (a weakness of the protocol's
+/// PoW), so the CPU it can take is bounded.
+pub const POW_CONCURRENCY: usize = 2;
 
 /// Where "now" comes from: the system clock, or a settable one for tests.
 #[derive(Debug, Clone)]
@@ -235,6 +239,7 @@ struct State_ {
     channels: RwLock<Arc<ChannelTable>>,
     failures: RwLock<HashMap<(PublicKey, semver::Version), FailureRecord>>,
     ping_slots: tokio::sync::Semaphore,
+    pow_slots: tokio::sync::Semaphore,
     clock: Clock,
 }
 
@@ -326,6 +331,7 @@ impl DirServer {
                 channels: RwLock::new(Arc::new(table)),
                 failures: RwLock::new(failures),
                 ping_slots: tokio::sync::Semaphore::new(PING_CONCURRENCY),
+                pow_slots: tokio::sync::Semaphore::new(POW_CONCURRENCY),
                 clock,
             }),
         })
@@ -609,7 +615,7 @@ impl DirServer {
             self.failed(pubkey, t)
         }) {
             Some(target) => {
-                tracing::info!(relay = %pubkey, %channel, running = ?software.map(ToString::to_string), %target, "upgrade notice sent");
+                tracing::debug!(relay = %pubkey, %channel, running = ?software.map(ToString::to_string), %target, "upgrade notice sent");
                 Status::upgrade(&target)
             }
             None => Status::ok(),
@@ -841,6 +847,12 @@ async fn enroll_verified(
             (Some(challenge), Some(response)) => {
                 issuer.check(challenge, &pubkey, cfg.pow_cost, now)?;
                 let (c, r) = (challenge.to_string(), response.to_string());
+                let _slot = s
+                    .state
+                    .pow_slots
+                    .acquire()
+                    .await
+                    .map_err(|e| RequestError::Internal(e.to_string()))?;
                 // bcrypt is CPU work: off the async workers. The cost was checked above, so
                 // the work is bounded by our own setting.
                 tokio::task::spawn_blocking(move || pow::verify_with_cost(&c, &r))

@@ -1057,3 +1057,36 @@ fn header_constant_matches() {
         RELAY_SOFTWARE_VERSION_LC
     );
 }
+
+#[tokio::test]
+async fn reload_applies_policy_and_keeps_restart_only_settings() {
+    let dir = start_dir(test_config()).await;
+    let a = Relay::live(1, Role::Fronting, "0.6.1").await;
+    ok(&a.post(&dir).await);
+    let mut next = test_config();
+    next.pow_cost = 4;
+    next.roles = vec![Role::Fronting];
+    next.address = "127.0.0.1:1".into();
+    next.upgrade_channels.relay.insert(
+        "beta".into(),
+        ChannelConfig {
+            version: v("0.9.0"),
+            rollout_percent: 100.0,
+        },
+    );
+    dir.server.reload(next).await.unwrap();
+    let cfg = dir.server.config();
+    assert_eq!(cfg.pow_cost, 4);
+    assert_eq!(
+        cfg.address,
+        DirectoryConfig::default().address,
+        "needs a restart"
+    );
+    assert_eq!(dir.server.channels().relay["beta"].version, v("0.9.0"));
+    // Live relays keep beating without proof of work; new ones must solve one.
+    ok(&a.post(&dir).await);
+    let b = Relay::live(2, Role::Fronting, "0.6.1").await;
+    assert!(matches!(b.post(&dir).await.1, EnrollReply::Challenge(_)));
+    let c = Relay::live(3, Role::Backing, "0.6.1").await;
+    refused(&c.post(&dir).await, 403, "role backing is not accepted");
+}
