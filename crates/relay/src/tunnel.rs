@@ -3,11 +3,12 @@
 //! against the address policy, dial it, splice, and report failures in the `wl-status`
 //! trailer (without newline, never an OK status; §14.4).
 //!
-//! Order matters and is the original's: payload → sharetoken checks → durable store (a
-//! replay fails here) → policy → dial → splice. Nothing is forwarded before the token is
-//! committed to the database. Status texts follow the original: the error text is the
-//! `description`, `origin` is the relay's key, or `target` for last-hop failures after the
-//! token was accepted. Target addresses are never logged.
+//! Order: payload → sharetoken checks → (durable store ∥ policy + dial) → splice. The dial
+//! runs while the token is being committed, but no byte moves before the commit returned and
+//! a replay ("duplicate sharetoken") is refused before anything is spliced. Status texts
+//! follow the original: the error text is the `description`, `origin` is the relay's key,
+//! or `target` for last-hop failures after the token was accepted. Target addresses are
+//! never logged.
 
 use crate::dial;
 use crate::state::{unix_now, ContractView, Shared};
@@ -98,22 +99,41 @@ async fn handle(shared: &Shared, request: RawRequest, mut stream: ServerStream) 
             token,
             ..
         }) => {
-            let Some(view) = admit(shared, &mut stream, protocol, &remote, *token).await else {
+            let Some((view, conn)) = admit(shared, &mut stream, protocol, &remote, *token).await
+            else {
                 return;
             };
-            forward(shared, &mut stream, protocol, &remote, view).await;
+            forward(shared, &mut stream, &remote, view, conn).await;
         }
     }
 }
 
-/// Checks and stores the sharetoken; `None` if the stream was refused (and answered).
+/// A dialed remote.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Udp(tokio::net::UdpSocket),
+}
+
+/// Where errors after admission come from: the target on a last hop, else this relay.
+fn origin(last_hop: bool, me: &PublicKey, s: Status) -> Status {
+    if last_hop {
+        s.with_origin_target()
+    } else {
+        s.with_origin_relay(me)
+    }
+}
+
+/// Checks the sharetoken, then stores it durably while dialing the remote (the dial sends
+/// nothing, so overlapping it with the commit keeps the fsync off the connection's critical
+/// path without forwarding a byte before the token is safe). Returns the contract and the
+/// connection, or `None` if the stream was refused (and answered).
 async fn admit(
     shared: &Shared,
     stream: &mut ServerStream,
     protocol: Protocol,
     remote: &Address,
     token: wireleap_proto::sharetoken::Sharetoken,
-) -> Option<ContractView> {
+) -> Option<(ContractView, Conn)> {
     let me = shared.pubkey;
     let refuse = |stream: &mut ServerStream, text: String| {
         shared.refused_tokens.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +159,21 @@ async fn admit(
             return None;
         }
     };
-    match shared.store.insert(&verified, now).await {
+    let settings = shared.settings();
+    let (host, port) = (remote.host(), remote.port());
+    let dial = async {
+        if protocol.is_udp() {
+            dial::dial_udp(host, port, protocol, settings.policy, settings.timeout)
+                .await
+                .map(Conn::Udp)
+        } else {
+            dial::dial_tcp(host, port, protocol, settings.policy, settings.timeout)
+                .await
+                .map(Conn::Tcp)
+        }
+    };
+    let (stored, dialed) = tokio::join!(shared.store.insert(&verified, now), dial);
+    match stored {
         Ok(Inserted::New) => {}
         Ok(Inserted::Duplicate) => {
             refuse(stream, SharetokenError::Duplicate.to_string());
@@ -151,82 +185,67 @@ async fn admit(
             return None;
         }
     }
-    let view = verified
+    let Some(view) = verified
         .contract
         .as_ref()
         .and_then(|c| c.public_key)
-        .and_then(|k| contracts.by_key.get(&k).cloned());
-    if view.is_none() {
+        .and_then(|k| contracts.by_key.get(&k).cloned())
+    else {
         // verify() only passes tokens of contracts in the snapshot.
         fail(stream, &Status::internal().with_origin_relay(&me));
+        return None;
+    };
+    match dialed {
+        Ok(conn) => Some((view, conn)),
+        Err(e) => {
+            fail(stream, &origin(last_hop, &me, e.to_status()));
+            None
+        }
     }
-    view
 }
 
-/// Dials the remote and splices until either side ends.
+/// Splices the stream with the dialed remote until either side ends.
 async fn forward(
     shared: &Shared,
     stream: &mut ServerStream,
-    protocol: Protocol,
     remote: &Address,
     view: ContractView,
+    conn: Conn,
 ) {
     let me = shared.pubkey;
     let last_hop = remote.scheme() == Scheme::Target;
-    let origin = |s: Status| {
-        if last_hop {
-            s.with_origin_target()
-        } else {
-            s.with_origin_relay(&me)
-        }
-    };
     let settings = shared.settings();
-    let host = remote.host();
-    let port = remote.port();
     let meter = view.meter.clone();
-
-    if protocol.is_udp() {
-        let sock =
-            match dial::dial_udp(host, port, protocol, settings.policy, settings.timeout).await {
-                Ok(s) => s,
-                Err(e) => return fail(stream, &origin(e.to_status())),
-            };
-        if stream.send_headers().is_err() {
-            return;
-        }
-        let count = move |n: usize| {
-            meter.fetch_add(n as u64, Ordering::Relaxed);
-        };
-        let result = tokio::select! {
-            r = udp::splice_udp(&mut *stream, &sock, UDP_IDLE, settings.maxtime, &count) => r.map(drop).map_err(|e| e.to_string()),
-            () = view.cut.cancelled() => Err("network usage limit reached".to_string()),
-        };
-        finish(stream, result, &origin);
-        return;
-    }
-
-    let mut tcp =
-        match dial::dial_tcp(host, port, protocol, settings.policy, settings.timeout).await {
-            Ok(s) => s,
-            Err(e) => return fail(stream, &origin(e.to_status())),
-        };
     if stream.send_headers().is_err() {
         return;
     }
-    let limits = SpliceLimits {
-        buffer_size: settings.bufsize,
-        max_lifetime: settings.maxtime,
-        // The original has no idle limit; dead clients are found by HTTP/2 keepalive.
-        idle_timeout: None,
-        half_close: true,
+    let result = match conn {
+        Conn::Udp(sock) => {
+            let count = move |n: usize| {
+                meter.fetch_add(n as u64, Ordering::Relaxed);
+            };
+            tokio::select! {
+                r = udp::splice_udp(&mut *stream, &sock, UDP_IDLE, settings.maxtime, &count) => r.map(drop).map_err(|e| e.to_string()),
+                () = view.cut.cancelled() => Err("network usage limit reached".to_string()),
+            }
+        }
+        Conn::Tcp(mut tcp) => {
+            let limits = SpliceLimits {
+                buffer_size: settings.bufsize,
+                max_lifetime: settings.maxtime,
+                // The original has no idle limit; dead clients are found by HTTP/2 keepalive.
+                idle_timeout: None,
+                half_close: true,
+            };
+            tokio::select! {
+                r = splice(&mut *stream, &mut tcp, &limits, |_, n| {
+                    meter.fetch_add(n as u64, Ordering::Relaxed);
+                }) => r.map(drop).map_err(|e| e.to_string()),
+                () = view.cut.cancelled() => Err("network usage limit reached".to_string()),
+            }
+        }
     };
-    let result = tokio::select! {
-        r = splice(&mut *stream, &mut tcp, &limits, |_, n| {
-            meter.fetch_add(n as u64, Ordering::Relaxed);
-        }) => r.map(drop).map_err(|e| e.to_string()),
-        () = view.cut.cancelled() => Err("network usage limit reached".to_string()),
-    };
-    finish(stream, result, &origin);
+    finish(stream, result, &|s| origin(last_hop, &me, s));
 }
 
 fn finish(
