@@ -266,6 +266,23 @@ mod tests {
     }
 
     #[test]
+    fn written_config_reads_back() {
+        let mut c = DirectoryConfig::default();
+        c.enrollment_keys.insert(Role::Backing, vec!["k".into()]);
+        c.upgrade_channels.relay.insert(
+            "default".into(),
+            ChannelConfig {
+                version: semver::Version::new(0, 6, 2),
+                rollout_percent: 12.5,
+            },
+        );
+        let text = serde_json::to_string_pretty(&c).unwrap();
+        let back: DirectoryConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c, "{text}");
+        assert!(text.contains("\"relay_ttl\": \"15m0s\""), "{text}");
+    }
+
+    #[test]
     fn devnet_config_parses() {
         let text = r#"{
             "address": "127.0.0.1:4000",
