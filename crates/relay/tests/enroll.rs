@@ -459,3 +459,107 @@ async fn usage_cap_disenrolls_and_cuts_streams() {
     assert!(status.relay_status[0].network_usage >= 120_000);
     relay.rt.take().unwrap().shutdown(ShutdownMode::Stop).await;
 }
+
+#[tokio::test]
+async fn balance_and_withdraw_call_the_payout_api_signed() {
+    use wireleap_relay::commands::{run, RelayCommand};
+    let c = fake_contract(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = wireleap_daemon::Home::new(dir.path(), "wireleap-relay");
+    let kp = wireleap_proto::keys::Keypair::from_seed([1; 32]);
+    wireleap_daemon::keyfile::write_keypair(&home, &kp).unwrap();
+    let cfg = config(free_port(), &[(&c.base, Role::Backing)]);
+    std::fs::write(home.config_file(), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    run(&home, RelayCommand::Balance { contract: None })
+        .await
+        .unwrap();
+    run(
+        &home,
+        RelayCommand::Withdraw {
+            contract: c.base.clone(),
+            destination: "acct_123".into(),
+            amount: 5,
+        },
+    )
+    .await
+    .unwrap();
+    let w = c.state.lock().unwrap().withdrawals.clone();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].0, kp.public());
+    assert_eq!(
+        w[0].1,
+        serde_json::json!({"amount": 5, "type": "TODO", "destination": "acct_123"})
+    );
+    // Invalid requests never reach the contract.
+    let e = run(
+        &home,
+        RelayCommand::Withdraw {
+            contract: c.base.clone(),
+            destination: "acct_123".into(),
+            amount: 0,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("invalid withdrawal"), "{e:#}");
+    let e = run(
+        &home,
+        RelayCommand::Balance {
+            contract: Some("https://nope".into()),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("not a contract in config.json"));
+    assert_eq!(c.state.lock().unwrap().withdrawals.len(), 1);
+    run(&home, RelayCommand::Sharetokens { state: None })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn rest_api_on_tcp_and_h2c_listener() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let c = fake_contract(2).await;
+    let port = free_port();
+    let rest_port = free_port();
+    let h2c_port = free_port();
+    let mut cfg = config(port, &[(&c.base, Role::Fronting)]);
+    cfg.rest_api = Some(wireleap_relay::config::RestApi {
+        address: format!("http://127.0.0.1:{rest_port}"),
+        socket_umask: "600".into(),
+    });
+    cfg.h2c_address = Some(format!("127.0.0.1:{h2c_port}"));
+    let mut relay = start_relay(1, cfg).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", rest_port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /api/status HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains(&relay.pubkey().to_b64()));
+
+    // h2c: plaintext HTTP/2 with prior knowledge, as a fronting web server speaks it.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", h2c_port))
+        .await
+        .unwrap();
+    let session = wireleap_net::tunnel::Session::handshake(tcp, Default::default())
+        .await
+        .unwrap();
+    let ping = wireleap_proto::wl_payload::WlPayload::ping().to_header_value();
+    let resp = session
+        .request_plain(Method::PUT, "/wireleap", Some(ping.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        std::str::from_utf8(&resp.body).unwrap(),
+        Status::pong(&relay.pubkey()).text()
+    );
+    let names: Vec<&str> = relay.rt().listener_fds().iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["relay", "relay-h2c", "rest-api"]);
+    relay.rt.take().unwrap().shutdown(ShutdownMode::Stop).await;
+}

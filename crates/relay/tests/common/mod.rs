@@ -142,6 +142,8 @@ pub struct FakeState {
     pub submits: Vec<(PublicKey, Sharetoken)>,
     /// Answer this many submissions with 500 first.
     pub submit_failures: usize,
+    /// Withdrawal request bodies received (relay key, JSON).
+    pub withdrawals: Vec<(PublicKey, serde_json::Value)>,
 }
 
 /// A contract at `{base}` whose directory is at `{base}/dir`.
@@ -277,6 +279,38 @@ async fn submit(
     reply(&Status::ok())
 }
 
+async fn payout_get(
+    State(s): State<Arc<Mutex<FakeState>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = wireleap_proto::request::verify_body(Component::Relay, &headers, &body) {
+        return reply(&Status::forbidden().with_cause(e.to_string()));
+    }
+    let v = match uri.path() {
+        "/payout/balance" => serde_json::json!({"currency": "usd", "available": 42}),
+        "/payout/tokens" => serde_json::json!({"count": s.lock().unwrap().submits.len()}),
+        _ => serde_json::json!({"id": "w1", "state": "complete", "amount": 5}),
+    };
+    axum::Json(v).into_response()
+}
+
+async fn payout_withdraw(
+    State(s): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let signer = match wireleap_proto::request::verify_body(Component::Relay, &headers, &body) {
+        Ok(k) => k,
+        Err(e) => return reply(&Status::forbidden().with_cause(e.to_string())),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    s.lock().unwrap().withdrawals.push((signer, v.clone()));
+    axum::Json(serde_json::json!({"id": "w2", "state": "pending", "amount": v["amount"]}))
+        .into_response()
+}
+
 /// Starts a fake contract on `port` (0 = any).
 pub async fn fake_contract_on(key_seed: u8, port: u16) -> FakeContract {
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
@@ -300,6 +334,12 @@ pub async fn fake_contract_on(key_seed: u8, port: u16) -> FakeContract {
         .route("/info", axum::routing::get(info_handler))
         .route("/dir/relays", axum::routing::post(relays).delete(relays))
         .route("/submit", axum::routing::post(submit))
+        .route("/payout/balance", axum::routing::get(payout_get))
+        .route("/payout/tokens", axum::routing::get(payout_get))
+        .route(
+            "/payout/withdrawals",
+            axum::routing::get(payout_get).post(payout_withdraw),
+        )
         .with_state(state.clone());
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
