@@ -197,7 +197,7 @@ impl Devnet {
                 "endpoint": dir_url,
                 "contract": {"endpoint": contract_url, "public_key": contract_key},
                 "pow_cost": 0,
-                "relay_ttl": "30s",
+                "relay_ttl": "15s",
                 "upgrade_channels": {"relay": {"default": {"version": "0.1.0", "rollout_percent": 100}}},
             }),
         )?;
