@@ -36,7 +36,10 @@ fn stop_then_start(repo: &Repo, v1: &std::path::Path) -> anyhow::Result<(LoadRep
     // (the upgrade verifies it there and does not fetch it again), so only the swap counts.
     let quarantine = node.file("quarantine");
     std::fs::create_dir_all(&quarantine)?;
-    std::fs::copy(repo.binary_path("0.2.0"), quarantine.join("upgrade-testd-0.2.0"))?;
+    std::fs::copy(
+        repo.binary_path("0.2.0"),
+        quarantine.join("upgrade-testd-0.2.0"),
+    )?;
     let t = Instant::now();
     let out = node.cmd(&["stop"])?;
     anyhow::ensure!(out.code() == Some(0), "stop failed: {out}");

@@ -3,9 +3,9 @@
 //!
 //! Old process, in order (each step journaled first, see [`crate::install`]):
 //! 1. stage: the verified binary becomes `<bin>.next` (its digest checked again right there);
-//! 2. migrate: the NEW binary runs `migrate --from <old> --to <new>` on copies
-//!    (`config.json.next`, `<data>.next`); a rollback migrates down in-process instead, since
-//!    the running (newer) binary is the one that knows the migrations;
+//! 2. migrate: the newer binary migrates copies (`config.json.next`, `<data>.next`): going up
+//!    the new binary runs `migrate --from <old> --to <new>`; going down (a rollback) this
+//!    process migrates down in-process, since it is the one that knows the migrations;
 //! 3. start: `<bin>.next --config-next start --fg --replacing <old pid>` with every registered
 //!    listener inherited (LISTEN_FDS), its readiness reported to a private notify socket. It
 //!    accepts on the same sockets while the old one still does;
@@ -229,8 +229,9 @@ pub struct MigrateReport {
     pub files: Vec<String>,
 }
 
-/// Runs the migrations for `plan`: the new binary's `migrate` for an upgrade, in-process
-/// down-migrations for a rollback. Returns the files with copies.
+/// Runs the migrations for `plan`, always in the newer of the two binaries, since only it
+/// knows the migrations between them: going up, the new binary's `migrate`; going down (a
+/// rollback), in this process. Returns the files with copies.
 async fn migrate_step(
     env_home: &Path,
     layout: &Layout,
@@ -238,12 +239,11 @@ async fn migrate_step(
     settings: &Settings,
     plan: &Plan,
 ) -> Result<Vec<String>, Failure> {
-    match plan.kind {
-        Kind::Rollback => {
-            migrate::migrate_copies(env_home, component.migrations, &plan.from, &plan.to)
-                .map_err(|e| Failure::bad(e.to_string()))
-        }
-        Kind::Upgrade => {
+    let going_down = plan.to <= plan.from;
+    match going_down {
+        true => migrate::migrate_copies(env_home, component.migrations, &plan.from, &plan.to)
+            .map_err(|e| Failure::bad(e.to_string())),
+        false => {
             let mut cmd = tokio::process::Command::new(layout.bin_next());
             cmd.arg("--home")
                 .arg(env_home)

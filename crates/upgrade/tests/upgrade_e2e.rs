@@ -95,6 +95,13 @@ fn upgrade_hands_over_without_downtime_and_rolls_back_the_same_way() -> TestResu
         status.stdout.contains("0.2.0: rolled back by the operator"),
         "{status}"
     );
+
+    // Rolling back the rollback goes up again: the newer binary migrates the copies.
+    let out = node.cmd(&["rollback", "--yes"])?;
+    assert_eq!(out.code(), Some(0), "{out}\nlog:\n{}", node.log());
+    node.wait_version("0.2.0", WAIT)?;
+    assert_eq!(node.config()?["banner"], "hi");
+    assert!(node.ask()?.ends_with(" hi"));
     Ok(())
 }
 
