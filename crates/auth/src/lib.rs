@@ -59,7 +59,7 @@ pub struct IssueArgs {
     #[arg(long, value_name = "URL")]
     pub contract_endpoint: String,
     /// The contract's public key (base64url), written into the access key
-    #[arg(long, value_name = "KEY", value_parser = parse_pubkey)]
+    #[arg(long, value_name = "KEY", value_parser = parse_pubkey, allow_hyphen_values = true)]
     pub contract_pubkey: PublicKey,
     /// Write the access key here (mode 0600) instead of standard output
     #[arg(long, value_name = "FILE")]
@@ -329,6 +329,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(bad.validate().len(), 5);
+    }
+
+    #[test]
+    fn issue_takes_keys_that_start_with_a_hyphen() {
+        let key = "-ojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w";
+        let m = wireleap_daemon::cli::command::<Auth>()
+            .try_get_matches_from([
+                "wireleap-auth",
+                "issue",
+                "--quantity",
+                "2",
+                "--contract-endpoint",
+                "http://c",
+                "--contract-pubkey",
+                key,
+            ])
+            .unwrap();
+        let (_, sub) = m.subcommand().unwrap();
+        let got = sub.get_one::<PublicKey>("contract_pubkey").unwrap();
+        assert_eq!(got.to_b64(), key);
     }
 
     #[test]
