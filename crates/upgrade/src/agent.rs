@@ -130,6 +130,7 @@ struct Inner {
     status: Mutex<AgentStatus>,
     predecessor: Option<i32>,
     primary: std::sync::atomic::AtomicBool,
+    noticed: Mutex<Option<Version>>,
 }
 
 /// The agent handle (cheap to clone).
@@ -189,6 +190,7 @@ impl Agent {
                 stop: watch::Sender::new(None),
                 predecessor,
                 primary: std::sync::atomic::AtomicBool::new(predecessor.is_none()),
+                noticed: Mutex::new(None),
             }),
         };
         if agent.inner.predecessor.is_some() {
@@ -467,8 +469,19 @@ impl Agent {
             }
             Request::Notice(_) | Request::Poll if !primary => None,
             Request::Notice(v) => {
-                if !self.inner.ctx.settings.auto {
-                    tracing::info!(version = %v, "a newer version is available; auto-upgrade is off, upgrade with the `upgrade` command");
+                let settings = &self.inner.ctx.settings;
+                if !settings.auto || !settings.enabled() {
+                    // Heartbeats repeat the notice every few minutes: say it once per version.
+                    let mut seen = lock(&self.inner.noticed);
+                    if seen.as_ref() != Some(&v) {
+                        let why = if settings.auto {
+                            "no release source is configured (upgrade.releases, upgrade.release_keys)"
+                        } else {
+                            "auto-upgrade is off; upgrade with the `upgrade` command"
+                        };
+                        tracing::info!(version = %v, "the directory announces a newer version; {why}");
+                        *seen = Some(v);
+                    }
                     return None;
                 }
                 self.upgrade(Mode::Auto, None).await.1

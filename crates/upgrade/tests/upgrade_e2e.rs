@@ -461,3 +461,40 @@ fn crash_recovery_at_start() -> TestResult {
     assert_eq!(node.state()?["previous"], "0.1.0");
     Ok(())
 }
+
+/// A directory notice only triggers a check: the signed channel decides, including its staged
+/// rollout, and a notice naming an older version does nothing.
+#[test]
+fn notices_follow_the_signed_rollout() -> TestResult {
+    let repo = Repo::new()?;
+    let v1 = repo.stamped("0.1.0", "ok")?;
+    let mut node = Node::new(&repo, &v1, serde_json::json!({"auto": true}))?;
+    let pid = node.start()?;
+    let addr = node.addr()?;
+    let out = repo.publish("0.2.0", "ok", &["--rollout", "0"])?;
+    assert_eq!(out.code(), Some(0), "{out}");
+    get(addr, "/notice?version=0.2.0", Duration::from_secs(5))?;
+    wireleap_e2e::wait_until(WAIT, "the rollout refusal", || {
+        node.log().contains("is rolling out to 0/10000")
+    })?;
+    get(addr, "/notice?version=0.0.1", Duration::from_secs(5))?;
+    assert!(node.ask()?.starts_with(&format!("0.1.0 {pid}")));
+    let out = repo.tool(&[
+        "channel",
+        "--key",
+        repo.key.to_str().unwrap_or(""),
+        "--repo",
+        repo.path().to_str().unwrap_or(""),
+        "--component",
+        NAME,
+        "--version",
+        "0.2.0",
+        "--rollout",
+        "100",
+    ])?;
+    assert_eq!(out.code(), Some(0), "{out}");
+    get(addr, "/notice?version=0.2.0", Duration::from_secs(5))?;
+    node.wait_version("0.2.0", WAIT)?;
+    assert_eq!(node.state()?["metadata"][NAME]["serial"], 2);
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! A toy daemon with the upgrade agent wired in, for this crate's end-to-end tests and the
 //! hand-over bench. It answers HTTP on one listener (`GET /` → `<version> <pid> <banner>`,
-//! `GET /slow?ms=N` after N ms), and shows how a real daemon uses the agent.
+//! `GET /slow?ms=N` after N ms, `GET /notice?version=V` hands the agent an upgrade notice as
+//! a relay's heartbeat would), and shows how a real daemon uses the agent.
 //!
 //! Its version and behaviour come from the build stamp (`wireleap-release stamp --set
 //! version=0.2.0 --set mode=...`), so one compiled binary yields several releases:
@@ -147,7 +148,11 @@ async fn ask(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> 
         .to_string())
 }
 
-async fn serve_one(mut s: tokio::net::TcpStream, reply: String) -> std::io::Result<()> {
+async fn serve_one(
+    mut s: tokio::net::TcpStream,
+    reply: String,
+    agent: Agent,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -166,6 +171,9 @@ async fn serve_one(mut s: tokio::net::TcpStream, reply: String) -> std::io::Resu
         .and_then(|m| m.parse::<u64>().ok())
     {
         tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
+    if let Some(v) = path.strip_prefix("/notice?version=") {
+        agent.notice(v);
     }
     let body = format!("{reply}\n");
     let resp = format!(
@@ -250,6 +258,7 @@ impl Service for Testd {
         let stop_accepting = tokio_util::sync::CancellationToken::new();
         let accept_loop = {
             let gate = agent.gate();
+            let agent = agent.clone();
             let active = active.clone();
             let stop = stop_accepting.clone();
             tokio::spawn(async move {
@@ -262,9 +271,10 @@ impl Service for Testd {
                         Ok((s, _)) => {
                             let active = active.clone();
                             let reply = reply.clone();
+                            let agent = agent.clone();
                             active.fetch_add(1, Ordering::SeqCst);
                             tokio::spawn(async move {
-                                let _ = serve_one(s, reply).await;
+                                let _ = serve_one(s, reply, agent).await;
                                 active.fetch_sub(1, Ordering::SeqCst);
                             });
                         }
