@@ -651,3 +651,47 @@ async fn issuers_of_other_types_do_not_count() {
         activate(&s, &Keypair::generate(), p).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn serves_https_from_the_configured_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
+    let files: wireleap_contract::httpd::TlsFiles =
+        serde_json::from_str(r#"{"cert_file": "cert.pem", "key_file": "key.pem"}"#).unwrap();
+    let tls = files.server_config(dir.path()).unwrap();
+    // Files that are not PEM are refused with their name.
+    let swapped: wireleap_contract::httpd::TlsFiles =
+        serde_json::from_str(r#"{"cert_file": "key.pem", "key_file": "cert.pem"}"#).unwrap();
+    let e = swapped.server_config(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("key.pem"), "{e}");
+
+    let db = wireleap_store::testing::sqlite().await.unwrap();
+    let store = ContractStore::open(db.db.clone()).await.unwrap();
+    let state = ContractState::new(
+        Keypair::from_seed([2; 32]),
+        config(),
+        store,
+        Arc::new(|| T0),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/info", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(wireleap_api::serve(
+        listener,
+        router(state),
+        Some(tls),
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    let insecure = ApiClient::new(None, true)
+        .unwrap()
+        .with_retry(RetryPolicy::ONCE);
+    let info: ContractInfo = insecure.get(&url).await.unwrap();
+    assert_eq!(info.pubkey, Some(Keypair::from_seed([2; 32]).public()));
+    // A verifying client refuses the self-signed certificate.
+    assert!(client().get::<ContractInfo>(&url).await.is_err());
+    stop.cancel();
+}
