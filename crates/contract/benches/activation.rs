@@ -1,6 +1,7 @@
 //! Servicekey activations per second against SQLite (WAL, synchronous=FULL, one fsync per
 //! commit): through the store alone (pof check, section signing, the spend-once insert) and
-//! through the whole HTTP API on 127.0.0.1 with 16 concurrent clients.
+//! through the whole HTTP API on 127.0.0.1 with 16 concurrent clients. For comparison, the
+//! same API's sharetoken submissions per second (relay-signed, batch-verified, stored once).
 //! Run: `cargo bench -p wireleap-contract --bench activation`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -106,6 +107,96 @@ async fn over_http(issuer: &Keypair) -> f64 {
     rate
 }
 
+async fn submissions_over_http(issuer: &Keypair) -> f64 {
+    let db = wireleap_store::testing::sqlite().await.unwrap();
+    let store = ContractStore::open(db.db.clone()).await.unwrap();
+    let config: ContractConfig = serde_json::from_value(serde_json::json!({
+        "proof_of_funding": [{"type": "dummy", "pubkey": issuer.public()}],
+        "servicekey": {"value": "1000", "currency": "usd", "duration": "10m"},
+    }))
+    .unwrap();
+    let clock = Arc::new(std::sync::atomic::AtomicI64::new(NOW));
+    let c = clock.clone();
+    let state = ContractState::new(
+        Keypair::from_seed([2; 32]),
+        config,
+        store,
+        Arc::new(move || c.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(wireleap_api::serve(
+        listener,
+        router(state),
+        None,
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    let client = ApiClient::new(None, false)
+        .unwrap()
+        .with_retry(RetryPolicy::ONCE);
+    let relay = Keypair::generate();
+    let mut tokens = Vec::new();
+    for (i, p) in pofs(issuer, "t").into_iter().take(N / 50).enumerate() {
+        let sk = Keypair::generate();
+        let req = ActivationRequest::new(sk.public(), p);
+        let section: ContractSection = client
+            .post(&format!("{base}/servicekey/activate"), &req)
+            .await
+            .unwrap();
+        for j in 0..50 {
+            tokens.push(wireleap_proto::sharetoken::Sharetoken::new_signed(
+                &sk,
+                section.clone(),
+                relay.public(),
+                NOW,
+                format!("{i:016x}{j:016x}"),
+            ));
+        }
+    }
+    clock.store(NOW + 600, std::sync::atomic::Ordering::SeqCst);
+    let relay_client = ApiClient::new(
+        Some(wireleap_api::Identity {
+            keypair: relay,
+            component: wireleap_proto::version::Component::Relay,
+            interfaces: vec![wireleap_proto::version::Interface::RelayContract],
+        }),
+        false,
+    )
+    .unwrap()
+    .with_retry(RetryPolicy::ONCE);
+    let tokens = Arc::new(tokens);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = format!("{base}/submit");
+    let t = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (c, tokens, next, url) = (
+            relay_client.clone(),
+            tokens.clone(),
+            next.clone(),
+            url.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= tokens.len() {
+                    return;
+                }
+                let _: wireleap_proto::status::Status = c.post(&url, &tokens[i]).await.unwrap();
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let rate = tokens.len() as f64 / t.elapsed().as_secs_f64();
+    stop.cancel();
+    rate
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;
@@ -117,4 +208,6 @@ fn main() {
     println!("store (verify pof, sign section, insert once)  {a:>8.0} activations/s");
     let b = rt.block_on(over_http(&issuer));
     println!("HTTP API, 16 concurrent clients                {b:>8.0} activations/s");
+    let c = rt.block_on(submissions_over_http(&issuer));
+    println!("sharetoken submissions, HTTP API, 16 clients   {c:>8.0} tokens/s");
 }

@@ -7,7 +7,7 @@
 //! before a handler runs; every refusal is a status object. Durable effects go through
 //! [`ContractStore`], whose transactions make each of them all-or-nothing.
 
-use crate::batch::BatchVerifier;
+use crate::batch::Submitter;
 use crate::config::ContractConfig;
 use crate::httpd::{self, Clock, Shape, SignedCaller, StrictBody, StrictJson, StrictSigned};
 use crate::store::{
@@ -104,7 +104,7 @@ pub struct ContractState {
     keypair: Keypair,
     config: RwLock<Arc<ContractConfig>>,
     store: ContractStore,
-    verifier: BatchVerifier,
+    submitter: Submitter,
     clock: Clock,
     ps: ApiClient,
 }
@@ -118,7 +118,7 @@ impl std::fmt::Debug for ContractState {
 }
 
 impl ContractState {
-    /// The state for a contract with `keypair`; starts the batch verifier, so it must be
+    /// The state for a contract with `keypair`; starts the submission pipeline, so it must be
     /// called inside a tokio runtime.
     pub fn new(
         keypair: Keypair,
@@ -139,7 +139,7 @@ impl ContractState {
             delay: Duration::from_millis(500),
         });
         Ok(Arc::new(ContractState {
-            verifier: BatchVerifier::spawn(keypair.public()),
+            submitter: Submitter::spawn(keypair.public(), store.clone()),
             keypair,
             config: RwLock::new(Arc::new(config)),
             store,
@@ -401,20 +401,12 @@ async fn submit(
         ))));
     }
     let now = (s.clock)();
-    let token = match s.verifier.check(token, now).await {
-        Ok(Ok(t)) => t,
+    let servicekey = token.public_key;
+    let outcome = match s.submitter.submit(token, now).await {
+        Ok(Ok(o)) => o,
         Ok(Err(e)) => return Err(StatusReply(token_status(&e))),
-        Err(e) => return Err(httpd::internal("verifying a sharetoken", &e)),
+        Err(e) => return Err(httpd::internal("storing a sharetoken", &e)),
     };
-    let json = token
-        .to_json()
-        .map_err(|e| httpd::internal("encoding a sharetoken", &e))?;
-    let json = String::from_utf8_lossy(&json);
-    let outcome = s
-        .store
-        .submit(&token, &json, now)
-        .await
-        .map_err(|e| httpd::internal("storing a sharetoken", &e))?;
     let rejected = |why: String| {
         StatusReply(
             Status::st_rejected().with_cause(format!("sharetoken submission rejected: {why}")),
@@ -426,8 +418,7 @@ async fn submit(
             Status::conflict().with_cause(SharetokenError::Duplicate.to_string()),
         )),
         Submission::UnknownServicekey => Err(rejected(format!(
-            "servicekey {} was not activated by this contract",
-            token.public_key
+            "servicekey {servicekey} was not activated by this contract"
         ))),
         Submission::WindowMismatch => Err(rejected(
             "its settlement window is not the one this contract signed for its servicekey".into(),

@@ -13,10 +13,12 @@
 //! can produce such a signature over its own tokens, and it gains nothing by it: the token is
 //! still bound to a servicekey this contract activated.
 //!
-//! [`BatchVerifier`] feeds concurrent `/submit` requests into batches: one worker takes
-//! whatever is queued (up to a bound), verifies it on the blocking pool, and answers each
-//! request; while it works, new requests queue up and form the next batch.
+//! [`Submitter`] feeds concurrent `/submit` requests into batches: one worker takes whatever
+//! is queued (up to a bound), verifies it on the blocking pool, stores the good tokens in one
+//! transaction and answers each request; while it works, new requests queue up and form the
+//! next batch.
 
+use crate::store::{ContractStore, Submission};
 use ed25519_dalek::VerifyingKey;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -137,26 +139,39 @@ pub fn check_one_by_one(
         .collect()
 }
 
+/// What became of one submission in the pipeline.
+pub type Outcome = Result<Submission, SharetokenError>;
+
 struct Job {
     token: Sharetoken,
     now: i64,
-    reply: oneshot::Sender<Result<Sharetoken, SharetokenError>>,
+    reply: oneshot::Sender<Result<Outcome, StoreFailed>>,
 }
 
-/// The batch worker's failure: it is gone (the runtime is shutting down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the sharetoken verifier has stopped")]
-pub struct VerifierGone;
+/// The pipeline's failure for a whole batch: it stopped (the runtime is shutting down) or
+/// the batch's transaction failed (nothing of it was stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreFailed {
+    /// The worker is gone.
+    #[error("the submission pipeline has stopped")]
+    Gone,
+    /// The database refused the batch.
+    #[error("storing the batch failed: {0}")]
+    Store(String),
+}
 
-/// Handle to the batch worker; cheap to clone.
+/// Handle to the submission pipeline; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct BatchVerifier {
+pub struct Submitter {
     tx: mpsc::Sender<Job>,
 }
 
-impl BatchVerifier {
-    /// Starts the worker for `contract`'s submissions (on the current tokio runtime).
-    pub fn spawn(contract: PublicKey) -> Self {
+impl Submitter {
+    /// Starts the worker for `contract`'s submissions into `store` (on the current tokio
+    /// runtime). Each round takes whatever is queued (up to [`MAX_BATCH`]), verifies it as
+    /// one batch on the blocking pool and stores the good tokens in one transaction, so under
+    /// load both the signature checks and the commits (fsyncs) are shared.
+    pub fn spawn(contract: PublicKey, store: ContractStore) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -174,34 +189,76 @@ impl BatchVerifier {
                     (jobs, results)
                 })
                 .await;
-                // A panic in the blocking task drops the jobs: their callers see VerifierGone.
-                if let Ok((jobs, results)) = checked {
-                    for (job, result) in jobs.into_iter().zip(results) {
-                        let _ = job.reply.send(result.map(|()| job.token));
-                    }
-                }
+                // A panic in the blocking task drops the jobs: their callers see Gone.
+                let Ok((jobs, results)) = checked else {
+                    continue;
+                };
+                store_and_reply(&store, jobs, results).await;
             }
         });
-        BatchVerifier { tx }
+        Submitter { tx }
     }
 
-    /// Checks one token at time `now`; returns it back when it passed.
-    pub async fn check(
-        &self,
-        token: Sharetoken,
-        now: i64,
-    ) -> Result<Result<Sharetoken, SharetokenError>, VerifierGone> {
+    /// Verifies and stores one token received at `now`.
+    pub async fn submit(&self, token: Sharetoken, now: i64) -> Result<Outcome, StoreFailed> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { token, now, reply })
             .await
-            .map_err(|_| VerifierGone)?;
-        rx.await.map_err(|_| VerifierGone)
+            .map_err(|_| StoreFailed::Gone)?;
+        rx.await.map_err(|_| StoreFailed::Gone)?
+    }
+}
+
+async fn store_and_reply(
+    store: &ContractStore,
+    jobs: Vec<Job>,
+    results: Vec<Result<(), SharetokenError>>,
+) {
+    let mut good = Vec::new();
+    let mut replies = Vec::new();
+    for (job, result) in jobs.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                let json = job
+                    .token
+                    .to_json()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                good.push((job, json));
+            }
+            Err(e) => replies.push((job.reply, Ok(Err(e)))),
+        }
+    }
+    if !good.is_empty() {
+        // Batches of one transaction each share a clock reading for `accepted_at`: the
+        // newest submission time in the batch.
+        let now = good.iter().map(|(j, _)| j.now).max().unwrap_or(0);
+        let items: Vec<(&Sharetoken, &str)> = good
+            .iter()
+            .map(|(j, json)| (&j.token, json.as_str()))
+            .collect();
+        match store.submit_batch(&items, now).await {
+            Ok(outcomes) => {
+                for ((job, _), o) in good.into_iter().zip(outcomes) {
+                    replies.push((job.reply, Ok(Ok(o))));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, tokens = good.len(), "storing submitted sharetokens failed");
+                for (job, _) in good {
+                    replies.push((job.reply, Err(StoreFailed::Store(e.to_string()))));
+                }
+            }
+        }
+    }
+    for (reply, r) in replies {
+        let _ = reply.send(r);
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use wireleap_proto::keys::{Keypair, Signature};
@@ -277,23 +334,57 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn worker_answers_each_caller() {
-        let v = BatchVerifier::spawn(contract().public());
+    async fn pipeline_answers_each_caller() {
+        use crate::store::NewActivation;
+        use wireleap_proto::rational::Rational;
+        let db = wireleap_store::testing::sqlite().await.unwrap();
+        let store = ContractStore::open(db.db.clone()).await.unwrap();
+        store
+            .activate(&NewActivation {
+                pof_digest: "p".into(),
+                pof_type: "dummy".into(),
+                pof_expiration: 1,
+                servicekey: Keypair::from_seed([10; 32]).public(),
+                section: ContractSection::new_signed(&contract(), OPEN, CLOSE),
+                value: Rational::from_integer(1),
+                currency: "usd".into(),
+                fee_percent: Rational::from_integer(0),
+                now: 0,
+            })
+            .await
+            .unwrap();
+        let v = Submitter::spawn(contract().public(), store.clone());
         let mut handles = Vec::new();
         for i in 0..50u32 {
             let v = v.clone();
             handles.push(tokio::spawn(async move {
-                let mut t = token(10, 1, i);
+                let mut t = token(10, 1, i % 40);
                 if i % 7 == 0 {
                     t.nonce.push('x');
                 }
-                (i, v.check(t, OPEN).await.unwrap())
+                (i, v.submit(t, OPEN).await.unwrap())
             }));
         }
+        let mut accepted: std::collections::HashMap<u32, u32> = Default::default();
+        let mut valid = std::collections::HashSet::new();
         for h in handles {
             let (i, r) = h.await.unwrap();
-            assert_eq!(r.is_ok(), i % 7 != 0, "token {i}");
+            match r {
+                Err(_) => assert_eq!(i % 7, 0, "token {i} refused"),
+                Ok(Submission::Accepted) => *accepted.entry(i % 40).or_default() += 1,
+                Ok(Submission::Duplicate) => {}
+                Ok(other) => panic!("token {i}: {other:?}"),
+            }
+            if i % 7 != 0 {
+                valid.insert(i % 40);
+            }
         }
+        // Every distinct valid token was accepted exactly once.
+        assert!(accepted.values().all(|n| *n == 1), "{accepted:?}");
+        assert_eq!(accepted.len(), valid.len());
+        let relay = Keypair::from_seed([1; 32]).public();
+        let stored = store.token_counts(&relay).await.unwrap().accepted;
+        assert_eq!(stored, accepted.len() as i64);
     }
 
     proptest::proptest! {

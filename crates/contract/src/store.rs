@@ -259,86 +259,48 @@ impl ContractStore {
         })
     }
 
-    /// Stores a token that passed the signature and window checks (`batch::check_batch`) for
-    /// `relay`, counting it exactly once. `json` is the token as received, kept for audit.
+    /// Stores a token that passed the signature and window checks (`batch::check_batch`),
+    /// counting it exactly once for its relay. `json` is the token as received, kept for audit.
     pub async fn submit(
         &self,
         token: &Sharetoken,
         json: &str,
         now: i64,
     ) -> Result<Submission, StoreError> {
-        let servicekey = token.public_key.to_b64();
-        let (open, close, section_sig) = match &token.contract {
-            Some(c) => (
-                c.settlement_open,
-                c.settlement_close,
-                c.signature.map(|s| s.to_b64()).unwrap_or_default(),
-            ),
-            None => return Ok(Submission::WindowMismatch),
+        let mut out = self.submit_batch(&[(token, json)], now).await?;
+        out.pop()
+            .ok_or_else(|| corrupt("storing a sharetoken", "no outcome".into()))
+    }
+
+    /// [`ContractStore::submit`] for many tokens in one transaction (one commit, one fsync),
+    /// with one outcome per token in the order given. A token that cannot be counted is taken
+    /// out again inside the transaction, so the commit holds exactly the accepted ones. Rows
+    /// are touched in a fixed order (servicekey, signature), so two instances committing
+    /// overlapping batches on PostgreSQL wait for each other instead of deadlocking.
+    pub async fn submit_batch(
+        &self,
+        tokens: &[(&Sharetoken, &str)],
+        now: i64,
+    ) -> Result<Vec<Submission>, StoreError> {
+        let mut order: Vec<usize> = (0..tokens.len()).collect();
+        let key = |i: &usize| {
+            let t = tokens[*i].0;
+            (t.public_key.0, t.signature.0)
         };
+        order.sort_by_key(key);
+        let mut out = vec![Submission::WindowMismatch; tokens.len()];
         let mut tx = self
             .db
             .pool()
             .begin()
             .await
             .map_err(q("starting a submission"))?;
-        let inserted = sqlx::query(
-            "INSERT INTO contract_sharetokens (servicekey, signature, relay, token, accepted_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(&servicekey)
-        .bind(token.signature.to_b64())
-        .bind(token.relay_pubkey.to_b64())
-        .bind(json)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("storing a sharetoken"))?;
-        if inserted.rows_affected() == 0 {
-            tx.rollback().await.map_err(q("ending a submission"))?;
-            return Ok(Submission::Duplicate);
+        for i in order {
+            let (token, json) = tokens[i];
+            out[i] = submit_one(&mut tx, token, json, now).await?;
         }
-        let counted = sqlx::query(
-            "UPDATE contract_activations SET tokens = tokens + 1 WHERE servicekey = $1 \
-             AND settlement_open = $2 AND settlement_close = $3 AND section_signature = $4 \
-             AND settled_at IS NULL",
-        )
-        .bind(&servicekey)
-        .bind(open)
-        .bind(close)
-        .bind(&section_sig)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("counting a sharetoken"))?;
-        if counted.rows_affected() == 1 {
-            tx.commit().await.map_err(q("committing a submission"))?;
-            return Ok(Submission::Accepted);
-        }
-        let row = sqlx::query(
-            "SELECT settlement_open, settlement_close, section_signature \
-             FROM contract_activations WHERE servicekey = $1",
-        )
-        .bind(&servicekey)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(q("looking up a servicekey"))?;
-        tx.rollback().await.map_err(q("ending a submission"))?;
-        let Some(row) = row else {
-            return Ok(Submission::UnknownServicekey);
-        };
-        let get = |r: &AnyRow| -> Result<(i64, i64, String), sqlx::Error> {
-            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
-        };
-        let (o, c, s) = get(&row).map_err(q("reading a servicekey"))?;
-        // With the window matching, only a settlement (committed before or concurrently)
-        // explains the missed update.
-        Ok(
-            if (o, c, s.as_str()) != (open, close, section_sig.as_str()) {
-                Submission::WindowMismatch
-            } else {
-                Submission::Settled
-            },
-        )
+        tx.commit().await.map_err(q("committing submissions"))?;
+        Ok(out)
     }
 
     /// Settles every servicekey whose submission window closed by `now` (at most `limit`);
@@ -623,6 +585,81 @@ impl ContractStore {
         .map(withdrawal_of)
         .collect()
     }
+}
+
+async fn submit_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    token: &Sharetoken,
+    json: &str,
+    now: i64,
+) -> Result<Submission, StoreError> {
+    let servicekey = token.public_key.to_b64();
+    let signature = token.signature.to_b64();
+    let Some(c) = &token.contract else {
+        return Ok(Submission::WindowMismatch);
+    };
+    let (open, close) = (c.settlement_open, c.settlement_close);
+    let section_sig = c.signature.map(|s| s.to_b64()).unwrap_or_default();
+    let inserted = sqlx::query(
+        "INSERT INTO contract_sharetokens (servicekey, signature, relay, token, accepted_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&servicekey)
+    .bind(&signature)
+    .bind(token.relay_pubkey.to_b64())
+    .bind(json)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(q("storing a sharetoken"))?;
+    if inserted.rows_affected() == 0 {
+        return Ok(Submission::Duplicate);
+    }
+    let counted = sqlx::query(
+        "UPDATE contract_activations SET tokens = tokens + 1 WHERE servicekey = $1 \
+         AND settlement_open = $2 AND settlement_close = $3 AND section_signature = $4 \
+         AND settled_at IS NULL",
+    )
+    .bind(&servicekey)
+    .bind(open)
+    .bind(close)
+    .bind(&section_sig)
+    .execute(&mut **tx)
+    .await
+    .map_err(q("counting a sharetoken"))?;
+    if counted.rows_affected() == 1 {
+        return Ok(Submission::Accepted);
+    }
+    sqlx::query("DELETE FROM contract_sharetokens WHERE servicekey = $1 AND signature = $2")
+        .bind(&servicekey)
+        .bind(&signature)
+        .execute(&mut **tx)
+        .await
+        .map_err(q("taking back a refused sharetoken"))?;
+    let row = sqlx::query(
+        "SELECT settlement_open, settlement_close, section_signature \
+         FROM contract_activations WHERE servicekey = $1",
+    )
+    .bind(&servicekey)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(q("looking up a servicekey"))?;
+    let Some(row) = row else {
+        return Ok(Submission::UnknownServicekey);
+    };
+    let get = |r: &AnyRow| -> Result<(i64, i64, String), sqlx::Error> {
+        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+    };
+    let (o, c, s) = get(&row).map_err(q("reading a servicekey"))?;
+    // With the window matching, only a settlement (committed before, or ordered before us
+    // by the row lock) explains the missed update.
+    Ok(
+        if (o, c, s.as_str()) != (open, close, section_sig.as_str()) {
+            Submission::WindowMismatch
+        } else {
+            Submission::Settled
+        },
+    )
 }
 
 fn get_int(row: &AnyRow, i: usize) -> Result<i64, sqlx::Error> {

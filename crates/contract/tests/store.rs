@@ -408,3 +408,69 @@ async fn concurrent_withdrawals_leave_one_pending() {
         );
     }
 }
+
+#[tokio::test]
+async fn one_transaction_batches_keep_per_token_outcomes() {
+    for (t, store) in stores().await {
+        let (sk, gone) = (Keypair::generate(), Keypair::generate());
+        store.activate(&activation("b1", &sk)).await.unwrap();
+        let r = relay(5).public();
+        let a = token(&sk, r, 1);
+        let b = token(&sk, r, 2);
+        let unknown = token(&Keypair::generate(), r, 3);
+        let mut skewed = token(&sk, r, 4);
+        skewed.contract = Some(ContractSection::new_signed(&contract(), OPEN + 1, CLOSE));
+        skewed.sign(&sk).unwrap();
+        let json = |t: &Sharetoken| String::from_utf8(t.to_json().unwrap()).unwrap();
+        let texts: Vec<String> = [&a, &b, &a, &unknown, &skewed]
+            .iter()
+            .map(|t| json(t))
+            .collect();
+        let items: Vec<(&Sharetoken, &str)> = [&a, &b, &a, &unknown, &skewed]
+            .into_iter()
+            .zip(texts.iter().map(String::as_str))
+            .collect();
+        let out = store.submit_batch(&items, OPEN).await.unwrap();
+        // `a` twice in one batch: the sorted order decides which copy counts, never both.
+        let accepted_a = [out[0], out[2]]
+            .iter()
+            .filter(|o| **o == Submission::Accepted)
+            .count();
+        assert_eq!(accepted_a, 1, "{}: {out:?}", t.name);
+        assert!(out[0] == Submission::Duplicate || out[2] == Submission::Duplicate);
+        assert_eq!(
+            &out[1..],
+            &[
+                Submission::Accepted,
+                out[2],
+                Submission::UnknownServicekey,
+                Submission::WindowMismatch
+            ][..],
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            store.token_counts(&r).await.unwrap().accepted,
+            2,
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            store.token_ids(&r).await.unwrap().len(),
+            2,
+            "refused tokens are not kept"
+        );
+
+        // Settled servicekeys refuse in batches too; nothing of the refused rows remains.
+        store.activate(&activation("b2", &gone)).await.unwrap();
+        store.settle_due(CLOSE, 10).await.unwrap();
+        let late = token(&gone, r, 9);
+        let text = json(&late);
+        let out = store
+            .submit_batch(&[(&late, text.as_str())], OPEN)
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Submission::Settled], "{}", t.name);
+        assert_eq!(store.token_counts(&r).await.unwrap().accepted, 2);
+    }
+}
