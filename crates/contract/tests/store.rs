@@ -474,3 +474,120 @@ async fn one_transaction_batches_keep_per_token_outcomes() {
         assert_eq!(store.token_counts(&r).await.unwrap().accepted, 2);
     }
 }
+
+/// A fresh database on the PostgreSQL server named by WIRELEAP_TEST_POSTGRES, returned as a
+/// URL so that two independent pools ("instances") can open it.
+async fn postgres_url() -> Option<String> {
+    let admin_url = match std::env::var(wireleap_store::testing::POSTGRES_ENV) {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            assert_ne!(
+                std::env::var("WIRELEAP_REQUIRE_POSTGRES").as_deref(),
+                Ok("1"),
+                "WIRELEAP_REQUIRE_POSTGRES=1 but WIRELEAP_TEST_POSTGRES is not set"
+            );
+            eprintln!("SKIPPED two-instance PostgreSQL test: WIRELEAP_TEST_POSTGRES is not set");
+            return None;
+        }
+    };
+    let admin = wireleap_store::Db::open(&admin_url).await.unwrap();
+    let name = format!("wl_test_two_{}", wireleap_proto::nonce::generate(16));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    admin.close().await;
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b.to_string(), format!("?{q}")),
+        None => (admin_url.clone(), String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    Some(format!("{}/{name}{query}", &base[..host_end]))
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_database() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let a = ContractStore::open(wireleap_store::Db::open(&url).await.unwrap())
+        .await
+        .unwrap();
+    let b = ContractStore::open(wireleap_store::Db::open(&url).await.unwrap())
+        .await
+        .unwrap();
+
+    // One pof raced through both instances.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            s.activate(&activation("shared", &Keypair::generate()))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap() == Activation::Activated);
+    }
+    assert_eq!(wins, 1);
+
+    // Overlapping batches in opposite orders through both: no deadlock, each token once.
+    let sks: Vec<Keypair> = (0..4).map(|_| Keypair::generate()).collect();
+    for (i, sk) in sks.iter().enumerate() {
+        a.activate(&activation(&format!("sk{i}"), sk))
+            .await
+            .unwrap();
+    }
+    let r = relay(7).public();
+    let all: Vec<Sharetoken> = (0..200u32)
+        .map(|n| token(&sks[n as usize % 4], r, n))
+        .collect();
+    let texts: Vec<String> = all
+        .iter()
+        .map(|t| String::from_utf8(t.to_json().unwrap()).unwrap())
+        .collect();
+    let all = Arc::new(all);
+    let texts = Arc::new(texts);
+    let mut tasks = Vec::new();
+    for round in 0..8usize {
+        let s = if round % 2 == 0 { a.clone() } else { b.clone() };
+        let (all, texts) = (all.clone(), texts.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut idx: Vec<usize> = (0..all.len()).filter(|i| i % 8 <= round % 4 + 4).collect();
+            if round % 2 == 1 {
+                idx.reverse();
+            }
+            let items: Vec<(&Sharetoken, &str)> =
+                idx.iter().map(|i| (&all[*i], texts[*i].as_str())).collect();
+            let out = s.submit_batch(&items, OPEN + 1).await.unwrap();
+            idx.into_iter()
+                .zip(out)
+                .filter(|(_, o)| *o == Submission::Accepted)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut accepted = std::collections::HashMap::<usize, u32>::new();
+    for t in tasks {
+        for i in t.await.unwrap() {
+            *accepted.entry(i).or_default() += 1;
+        }
+    }
+    assert!(accepted.values().all(|n| *n == 1), "a token accepted twice");
+    let counted = a.token_counts(&r).await.unwrap().accepted;
+    assert_eq!(counted, accepted.len() as i64);
+
+    // Both instances' settlement jobs: every servicekey settled by exactly one of them.
+    let (x, y) = tokio::join!(a.settle_due(CLOSE, 100), b.settle_due(CLOSE, 100));
+    let settled: Vec<_> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    assert_eq!(settled.len(), 5, "4 servicekeys plus the raced activation");
+    let tokens: i64 = settled.iter().map(|s| s.tokens).sum();
+    assert_eq!(tokens, counted);
+    a.db().close().await;
+    b.db().close().await;
+}
