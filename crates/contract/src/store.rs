@@ -11,8 +11,9 @@
 //! - a servicekey is settled once: settling flips `settled_at` from NULL in an `UPDATE ...
 //!   WHERE settled_at IS NULL`, in the same transaction that writes the credits;
 //! - a token is never accepted after its servicekey was settled (and so never missed by the
-//!   split): the submission bumps the servicekey's row under the same `settled_at IS NULL`
-//!   condition, so the row lock orders it before or after the settlement, never across;
+//!   split): a submission locks the servicekey's row under the same `settled_at IS NULL`
+//!   condition before inserting, so the row lock orders it before or after the settlement,
+//!   never across;
 //! - one pending withdrawal per relay: a partial unique index.
 //!
 //! Every transaction starts with a write, so SQLite takes its write lock first and never has
@@ -273,21 +274,23 @@ impl ContractStore {
     }
 
     /// [`ContractStore::submit`] for many tokens in one transaction (one commit, one fsync),
-    /// with one outcome per token in the order given. A token that cannot be counted is taken
-    /// out again inside the transaction, so the commit holds exactly the accepted ones. Rows
-    /// are touched in a fixed order (servicekey, signature), so two instances committing
-    /// overlapping batches on PostgreSQL wait for each other instead of deadlocking.
+    /// with one outcome per token in the order given.
+    ///
+    /// Tokens are handled per servicekey, servicekeys in a fixed order, and a servicekey's
+    /// row is locked before any of its tokens is inserted. So two instances committing
+    /// overlapping batches on PostgreSQL queue behind each other instead of deadlocking
+    /// (inserting first and locking the row second lets each hold what the other waits
+    /// for), and a settlement either waits for the batch or is seen by it.
     pub async fn submit_batch(
         &self,
         tokens: &[(&Sharetoken, &str)],
         now: i64,
     ) -> Result<Vec<Submission>, StoreError> {
         let mut order: Vec<usize> = (0..tokens.len()).collect();
-        let key = |i: &usize| {
+        order.sort_by_key(|i| {
             let t = tokens[*i].0;
             (t.public_key.0, t.signature.0)
-        };
-        order.sort_by_key(key);
+        });
         let mut out = vec![Submission::WindowMismatch; tokens.len()];
         let mut tx = self
             .db
@@ -295,9 +298,15 @@ impl ContractStore {
             .begin()
             .await
             .map_err(q("starting a submission"))?;
-        for i in order {
-            let (token, json) = tokens[i];
-            out[i] = submit_one(&mut tx, token, json, now).await?;
+        let mut start = 0;
+        while start < order.len() {
+            let sk = tokens[order[start]].0.public_key;
+            let end = order[start..]
+                .iter()
+                .position(|i| tokens[*i].0.public_key != sk)
+                .map_or(order.len(), |n| start + n);
+            submit_group(&mut tx, tokens, &order[start..end], &mut out, now).await?;
+            start = end;
         }
         tx.commit().await.map_err(q("committing submissions"))?;
         Ok(out)
@@ -587,55 +596,39 @@ impl ContractStore {
     }
 }
 
-async fn submit_one(
+/// The window a token claims: (open, close, contract signature).
+fn claimed_window(token: &Sharetoken) -> Option<(i64, i64, String)> {
+    token.contract.as_ref().map(|c| {
+        (
+            c.settlement_open,
+            c.settlement_close,
+            c.signature.map(|s| s.to_b64()).unwrap_or_default(),
+        )
+    })
+}
+
+/// Stores the tokens `group` (indexes into `tokens`, all of one servicekey, sorted) and
+/// writes their outcomes into `out`.
+async fn submit_group(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    token: &Sharetoken,
-    json: &str,
+    tokens: &[(&Sharetoken, &str)],
+    group: &[usize],
+    out: &mut [Submission],
     now: i64,
-) -> Result<Submission, StoreError> {
-    let servicekey = token.public_key.to_b64();
-    let signature = token.signature.to_b64();
-    let Some(c) = &token.contract else {
-        return Ok(Submission::WindowMismatch);
+) -> Result<(), StoreError> {
+    let Some(first) = group.first() else {
+        return Ok(());
     };
-    let (open, close) = (c.settlement_open, c.settlement_close);
-    let section_sig = c.signature.map(|s| s.to_b64()).unwrap_or_default();
-    let inserted = sqlx::query(
-        "INSERT INTO contract_sharetokens (servicekey, signature, relay, token, accepted_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(&servicekey)
-    .bind(&signature)
-    .bind(token.relay_pubkey.to_b64())
-    .bind(json)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(q("storing a sharetoken"))?;
-    if inserted.rows_affected() == 0 {
-        return Ok(Submission::Duplicate);
-    }
-    let counted = sqlx::query(
-        "UPDATE contract_activations SET tokens = tokens + 1 WHERE servicekey = $1 \
-         AND settlement_open = $2 AND settlement_close = $3 AND section_signature = $4 \
+    let servicekey = tokens[*first].0.public_key.to_b64();
+    // Takes the servicekey's row lock (a no-op write) before touching any of its tokens.
+    let locked = sqlx::query(
+        "UPDATE contract_activations SET tokens = tokens WHERE servicekey = $1 \
          AND settled_at IS NULL",
     )
     .bind(&servicekey)
-    .bind(open)
-    .bind(close)
-    .bind(&section_sig)
     .execute(&mut **tx)
     .await
-    .map_err(q("counting a sharetoken"))?;
-    if counted.rows_affected() == 1 {
-        return Ok(Submission::Accepted);
-    }
-    sqlx::query("DELETE FROM contract_sharetokens WHERE servicekey = $1 AND signature = $2")
-        .bind(&servicekey)
-        .bind(&signature)
-        .execute(&mut **tx)
-        .await
-        .map_err(q("taking back a refused sharetoken"))?;
+    .map_err(q("locking a servicekey"))?;
     let row = sqlx::query(
         "SELECT settlement_open, settlement_close, section_signature \
          FROM contract_activations WHERE servicekey = $1",
@@ -644,22 +637,69 @@ async fn submit_one(
     .fetch_optional(&mut **tx)
     .await
     .map_err(q("looking up a servicekey"))?;
-    let Some(row) = row else {
-        return Ok(Submission::UnknownServicekey);
+    let window = match &row {
+        Some(r) => {
+            let w: Result<(i64, i64, String), sqlx::Error> =
+                (|| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))();
+            Some(w.map_err(q("reading a servicekey"))?)
+        }
+        None => None,
     };
-    let get = |r: &AnyRow| -> Result<(i64, i64, String), sqlx::Error> {
-        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
-    };
-    let (o, c, s) = get(&row).map_err(q("reading a servicekey"))?;
-    // With the window matching, only a settlement (committed before, or ordered before us
-    // by the row lock) explains the missed update.
-    Ok(
-        if (o, c, s.as_str()) != (open, close, section_sig.as_str()) {
-            Submission::WindowMismatch
-        } else {
-            Submission::Settled
-        },
-    )
+    let open = locked.rows_affected() == 1;
+    let mut accepted: i64 = 0;
+    for &i in group {
+        let (token, json) = tokens[i];
+        let signature = token.signature.to_b64();
+        out[i] = match &window {
+            None => Submission::UnknownServicekey,
+            Some(w) if claimed_window(token).as_ref() != Some(w) => Submission::WindowMismatch,
+            Some(_) if !open => {
+                let seen = sqlx::query(
+                    "SELECT 1 AS x FROM contract_sharetokens WHERE servicekey = $1 \
+                     AND signature = $2",
+                )
+                .bind(&servicekey)
+                .bind(&signature)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(q("looking up a sharetoken"))?;
+                if seen.is_some() {
+                    Submission::Duplicate
+                } else {
+                    Submission::Settled
+                }
+            }
+            Some(_) => {
+                let inserted = sqlx::query(
+                    "INSERT INTO contract_sharetokens (servicekey, signature, relay, token, \
+                     accepted_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(&servicekey)
+                .bind(&signature)
+                .bind(token.relay_pubkey.to_b64())
+                .bind(json)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(q("storing a sharetoken"))?;
+                if inserted.rows_affected() == 1 {
+                    accepted += 1;
+                    Submission::Accepted
+                } else {
+                    Submission::Duplicate
+                }
+            }
+        };
+    }
+    if accepted > 0 {
+        sqlx::query("UPDATE contract_activations SET tokens = tokens + $1 WHERE servicekey = $2")
+            .bind(accepted)
+            .bind(&servicekey)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("counting sharetokens"))?;
+    }
+    Ok(())
 }
 
 fn get_int(row: &AnyRow, i: usize) -> Result<i64, sqlx::Error> {

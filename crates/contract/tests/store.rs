@@ -554,7 +554,7 @@ async fn two_instances_on_one_postgres_database() {
     let all = Arc::new(all);
     let texts = Arc::new(texts);
     let mut tasks = Vec::new();
-    for round in 0..8usize {
+    for round in 0..16usize {
         let s = if round % 2 == 0 { a.clone() } else { b.clone() };
         let (all, texts) = (all.clone(), texts.clone());
         tasks.push(tokio::spawn(async move {
