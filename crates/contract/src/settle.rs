@@ -99,11 +99,14 @@ mod tests {
             let total = sum(s.shares.iter().map(|(_, a)| a).chain([&s.retained]));
             prop_assert_eq!(total, value.clone());
             let tokens: i64 = counts.iter().sum();
+            let pool = &value.0 * (BigRational::from_integer(100.into()) - &fee.0)
+                / BigRational::from_integer(100.into());
+            let zero = BigRational::from_integer(0.into());
             for (k, a) in &s.shares {
-                prop_assert!(a.0 > BigRational::from_integer(0.into()));
+                // Positive unless there is nothing to share (value 0 or a 100 % fee).
+                prop_assert!(a.0 > zero || pool == zero);
                 // share / value_after_fee == count / total
-                let pool = &value.0 * (BigRational::from_integer(100.into()) - &fee.0)
-                    / BigRational::from_integer(100.into());
+                let pool = pool.clone();
                 prop_assert_eq!(&a.0 * BigRational::from_integer(tokens.into()),
                     pool * BigRational::from_integer(counts[*k].into()));
             }
