@@ -279,7 +279,12 @@ impl Devnet {
         let imported = self.dir.join("accesskeys-imported.json");
         let spare = self.dir.join("accesskeys.json");
         for file in [&imported, &spare] {
-            let key = post_json(ps_sock, "/accesskeys", r#"{"quantity":5,"duration":"30d"}"#)?;
+            let key = crate::probe::post_json(
+                ps_sock,
+                "/accesskeys",
+                r#"{"quantity":5,"duration":"30d"}"#,
+                Duration::from_secs(30),
+            )?;
             std::fs::write(file, key).with_context(|| format!("writing {}", file.display()))?;
         }
         import_accesskey(&client, &imported)?;
@@ -502,62 +507,4 @@ pub fn listed_relays(dir: SocketAddr) -> Result<Vec<Value>> {
     Ok(v.as_object()
         .map(|m| m.values().cloned().collect())
         .unwrap_or_default())
-}
-
-fn post_json(addr: SocketAddr, path: &str, body: &str) -> Result<Vec<u8>> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("HTTP reply without end of headers")?;
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let code: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("HTTP reply without status")?;
-    let mut body = raw[end + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body)?;
-    }
-    if code != 200 {
-        bail!(
-            "POST {path} answered {code}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    Ok(body)
-}
-
-fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("bad chunked encoding")?;
-        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..line_end]).trim(), 16)
-            .context("bad chunk size")?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if raw.len() < size + 2 {
-            bail!("truncated chunk");
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
 }

@@ -54,10 +54,27 @@ pub fn http_via_socks(
 
 /// GET `http://{addr}{path}` directly.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>)> {
-    let s = TcpStream::connect_timeout(&addr, timeout)
+    reply_parts(wireleap_e2e::http_get(addr, path, timeout)?)
+}
+
+/// POST a JSON body to `http://{addr}{path}`; any status but 200 is an error.
+pub fn post_json(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
-    http_exchange(s, &addr.to_string(), path)
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let (code, body) = read_reply(s)?;
+    if code != 200 {
+        bail!(
+            "POST {path} answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(body)
 }
 
 fn http_exchange(mut s: TcpStream, host: &str, path: &str) -> Result<(u16, Vec<u8>)> {
@@ -65,17 +82,50 @@ fn http_exchange(mut s: TcpStream, host: &str, path: &str) -> Result<(u16, Vec<u
         s,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: wireleap-devnet\r\n\r\n"
     )?;
+    read_reply(s)
+}
+
+/// Reads a whole `Connection: close` reply (bounded) and parses it with the e2e harness.
+fn read_reply(s: TcpStream) -> Result<(u16, Vec<u8>)> {
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).context("reading the HTTP reply")?;
-    let text_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("HTTP reply without end of headers")?;
-    let head = String::from_utf8_lossy(&raw[..text_end]);
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("HTTP reply without status code")?;
-    Ok((code, raw[text_end + 4..].to_vec()))
+    s.take(MAX_REPLY)
+        .read_to_end(&mut raw)
+        .context("reading the HTTP reply")?;
+    reply_parts(wireleap_e2e::parse_http_response(&raw)?)
+}
+
+/// Largest reply the probes read.
+const MAX_REPLY: u64 = 256 << 20;
+
+fn reply_parts(resp: wireleap_e2e::HttpResponse) -> Result<(u16, Vec<u8>)> {
+    let chunked = resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(&resp.body)?
+    } else {
+        resp.body
+    };
+    Ok((resp.status, body))
+}
+
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("bad chunked encoding")?;
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..line_end]).trim(), 16)
+            .context("bad chunk size")?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            bail!("truncated chunk");
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
 }
