@@ -15,4 +15,4 @@ pub mod client;
 pub mod server;
 
 pub use client::{ApiClient, ApiError, Identity, RawResponse, RetryPolicy};
-pub use server::{serve, ApiJson, ApiState, Signed, StatusReply};
+pub use server::{serve, serve_gated, ApiJson, ApiState, Signed, StatusReply};

@@ -308,6 +308,19 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) -> std::io::Result<()> {
+    serve_gated(listener, router, tls, shutdown, drain, None).await
+}
+
+/// [`serve`], accepting only while `gate` reads `true` (`wireleap_net::gate`: the upgrade
+/// agent's gate, so that during a hand-over only the process in charge answers).
+pub async fn serve_gated(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+    drain: Duration,
+    mut gate: Option<tokio::sync::watch::Receiver<bool>>,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::server::graceful::GracefulShutdown;
@@ -318,7 +331,7 @@ pub async fn serve(
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            accepted = wireleap_net::gate::accept(&listener, &mut gate) => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

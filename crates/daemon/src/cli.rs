@@ -121,7 +121,7 @@ pub fn command<S: Service>() -> clap::Command {
         .name(S::NAME)
         .bin_name(S::NAME)
         .about(S::ABOUT)
-        .version(S::VERSION.software)
+        .version(S::software())
 }
 
 /// Parses `args` and runs the command for service `S`.
@@ -208,12 +208,12 @@ pub fn version_text<S: Service>(json: bool) -> String {
             .collect();
         serde_json::json!({
             "name": S::NAME,
-            "software": v.software,
+            "software": S::software(),
             "interfaces": interfaces,
         })
         .to_string()
     } else {
-        let mut s = format!("{} {}", S::NAME, v.software);
+        let mut s = format!("{} {}", S::NAME, S::software());
         for (k, ver) in v.interfaces {
             s.push_str(&format!("\ninterface {k} {ver}"));
         }

@@ -38,7 +38,7 @@ pub fn run<S: Service>(home: Home, readiness: Readiness, opts: ForegroundOptions
     let pid = own_pid();
     tracing::info!(
         name = S::NAME,
-        version = S::VERSION.software,
+        version = %S::software(),
         pid,
         home = %home.dir().display(),
         "starting"

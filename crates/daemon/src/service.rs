@@ -27,6 +27,13 @@ pub trait Service: 'static {
     /// What `version` prints.
     const VERSION: VersionInfo;
 
+    /// The software version this binary runs as: [`VersionInfo::software`] unless the binary
+    /// carries another one (an upgradable daemon returns its build stamp's version, so one
+    /// compiled binary can be released as several versions).
+    fn software() -> String {
+        Self::VERSION.software.to_string()
+    }
+
     /// The `config.json` type.
     type Config: Config;
     /// Binary-specific subcommands, flattened into the common CLI; [`NoCommands`] if none.

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod cert;
+pub mod gate;
 pub mod splice;
 pub mod tls;
 pub mod tunnel;

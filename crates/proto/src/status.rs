@@ -193,6 +193,13 @@ impl Status {
         Self::new(200, "PONG").with_origin_relay(relay)
     }
 
+    /// Whether this is the PING answer of `relay`.
+    pub fn is_pong_from(&self, relay: &PublicKey) -> bool {
+        self.code == 200
+            && self.description == "PONG"
+            && self.origin.as_deref() == Some(relay.to_b64().as_str())
+    }
+
     /// Sets `cause` (an empty text means none, as on the wire).
     pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
         self.cause = Some(cause.into()).filter(|c: &String| !c.is_empty());

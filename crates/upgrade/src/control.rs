@@ -86,18 +86,37 @@ pub async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: R) -> std::io::Result
     Ok(line)
 }
 
+/// How long a call keeps trying to reach an agent whose socket refuses connections.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Sends `req` to the agent behind `path` and waits up to `timeout` for the reply.
 pub async fn call(
     path: &Path,
     req: &ControlRequest,
     timeout: Duration,
 ) -> Result<ControlReply, ControlError> {
-    let mut stream = tokio::net::UnixStream::connect(path)
-        .await
-        .map_err(|source| ControlError::Connect {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    // Right after a hand-over the socket file may still be the old process's (refused) or
+    // gone, until the new process takes charge and binds it (within a fraction of a second).
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut stream = loop {
+        match tokio::net::UnixStream::connect(path).await {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(source) => {
+                return Err(ControlError::Connect {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    };
     let ex = |reason: String| ControlError::Exchange {
         path: path.to_path_buf(),
         reason,

@@ -7,8 +7,9 @@
 //!    the new binary runs `migrate --from <old> --to <new>`; going down (a rollback) this
 //!    process migrates down in-process, since it is the one that knows the migrations;
 //! 3. start: `<bin>.next --config-next start --fg --replacing <old pid>` with every registered
-//!    listener inherited (LISTEN_FDS), its readiness reported to a private notify socket. It
-//!    accepts on the same sockets while the old one still does;
+//!    listener inherited (LISTEN_FDS), its readiness reported to a private notify socket. Its
+//!    accept gate stays closed until it reports ready, so a build that never gets ready is
+//!    never seen by a client;
 //! 4. ready: the new process reports READY within the ready timeout (it does so only once its
 //!    listeners work and, for a relay, a heartbeat went through); then the old one stops
 //!    accepting, and a probe connects to every listener, which now only the new process
@@ -79,6 +80,12 @@ impl AcceptGate {
     /// Whether accepting is allowed now.
     pub fn is_open(&self) -> bool {
         *self.tx.borrow()
+    }
+
+    /// A receiver of the gate's state, for accept loops that take a `watch` receiver
+    /// (`wireleap_net::tunnel::ServeConfig::accept_gate`).
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
     }
 
     pub(crate) fn set(&self, open: bool) {
@@ -418,7 +425,26 @@ impl Successor {
 /// Connects to every listener (an unspecified address via loopback) and runs the probe.
 async fn probe_all(env: &Env<'_>, to: &Version) -> Result<(), String> {
     for (name, fd) in env.listeners {
-        let addr = listener_addr(fd).map_err(|e| format!("listener {name}: {e}"))?;
+        let addr = match listener_addr(fd) {
+            Ok(a) => a,
+            Err(e) => match unix_listener_path(fd) {
+                // A unix socket (a local API): only a connect check; the probe takes
+                // network addresses.
+                Some(path) => {
+                    tokio::time::timeout(
+                        Duration::from_secs(3),
+                        tokio::net::UnixStream::connect(&path),
+                    )
+                    .await
+                    .map_err(|_| {
+                        format!("listener {name} ({}): connect timed out", path.display())
+                    })?
+                    .map_err(|e| format!("listener {name} ({}): {e}", path.display()))?;
+                    continue;
+                }
+                None => return Err(format!("listener {name}: {e}")),
+            },
+        };
         let s = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
             .await
             .map_err(|_| format!("listener {name} ({addr}): connect timed out"))?
@@ -432,6 +458,13 @@ async fn probe_all(env: &Env<'_>, to: &Version) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The path of a unix listening socket, if `fd` is one bound to a path.
+fn unix_listener_path(fd: &OwnedFd) -> Option<PathBuf> {
+    let l = std::os::unix::net::UnixListener::from(fd.try_clone().ok()?);
+    let path = l.local_addr().ok()?.as_pathname()?.to_path_buf();
+    Some(path)
 }
 
 /// The address to reach a listener at.
@@ -612,11 +645,15 @@ async fn roll_back(env: &Env<'_>, journal: &Journal, successor: Option<&mut Succ
     env.gate.set(true);
     if let Some(s) = successor {
         s.terminate().await;
-        if let Ok(Some(p)) = wireleap_daemon::pidfile::read(&env.home.pid_file()) {
-            if p == s.pid {
-                if let Err(e) = wireleap_daemon::pidfile::write(&env.home.pid_file(), own_pid()) {
-                    tracing::error!("could not take the pid file back: {e}");
-                }
+        // The new process may have written the pid file once ready and removed it again on
+        // its way out: either way it must name this process again, or `stop` finds nothing.
+        let ours = match wireleap_daemon::pidfile::read(&env.home.pid_file()) {
+            Ok(Some(p)) => p == own_pid(),
+            Ok(None) | Err(_) => false,
+        };
+        if !ours {
+            if let Err(e) = wireleap_daemon::pidfile::write(&env.home.pid_file(), own_pid()) {
+                tracing::error!("could not take the pid file back: {e}");
             }
         }
     }

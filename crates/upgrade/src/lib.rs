@@ -19,6 +19,7 @@ pub mod agent;
 pub mod check;
 pub mod commands;
 pub mod control;
+pub mod daemon;
 pub mod fetch;
 pub mod handover;
 pub mod install;

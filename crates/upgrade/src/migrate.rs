@@ -57,7 +57,13 @@ pub struct MigrationCtx<'a> {
     home: &'a Path,
 }
 
-impl MigrationCtx<'_> {
+impl<'a> MigrationCtx<'a> {
+    /// A context over the copies in `home` (the upgrade machinery makes them; tests of a
+    /// component's migrations make their own).
+    pub fn new(home: &'a Path) -> Self {
+        MigrationCtx { home }
+    }
+
     /// The config copy (`config.json.next`).
     pub fn config(&self) -> PathBuf {
         next_path(&self.home.join(CONFIG_FILE))

@@ -98,6 +98,10 @@ pub struct ServeConfig {
     pub handler_grace: Duration,
     /// Connections served at once; further ones are closed on accept.
     pub max_connections: usize,
+    /// While this reads `false`, the listener is not accepted from: connections wait in the
+    /// kernel's backlog, where another process sharing the socket (an upgrade's successor
+    /// or predecessor) takes them. `None` always accepts.
+    pub accept_gate: Option<watch::Receiver<bool>>,
 }
 
 impl Default for ServeConfig {
@@ -110,6 +114,7 @@ impl Default for ServeConfig {
             drain_timeout: Duration::from_secs(30),
             handler_grace: Duration::from_secs(5),
             max_connections: 4096,
+            accept_gate: None,
         }
     }
 }
@@ -240,11 +245,12 @@ impl<H: Handler> Server<H> {
     {
         let (stop_tx, stop_rx) = watch::channel(Stop::Run);
         let mut conns = JoinSet::new();
+        let mut gate = self.config.accept_gate.clone();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
+                accepted = crate::gate::accept(&listener, &mut gate) => match accepted {
                     Ok((tcp, _peer)) => {
                         if conns.len() >= self.config.max_connections {
                             tracing::warn!(limit = self.config.max_connections, "connection limit reached, closing new connection");

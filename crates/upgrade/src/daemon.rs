@@ -1,0 +1,84 @@
+//! The few lines a daemon needs to be upgradable, for daemons without anything special to
+//! hand over (their listeners are served by `wireleap_api::serve_gated`): the stamped
+//! version, starting the agent from the config's `upgrade` section, a stop token for the
+//! service's tasks, and the upgrade subcommands. The relay does more (notices from
+//! heartbeats, probes, reports) and wires the agent itself.
+//!
+//! ```text
+//! fn software() -> String { wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION")) }
+//! // in run():
+//! let agent = daemon::start_agent(&ctx.home, component(), &ctx.config.upgrade, id, &ctx.readiness, &ctx.shutdown)?;
+//! let stop = agent.stop_token();          // use instead of ctx.shutdown for every task
+//! agent.register_listener("api", &listener)?;
+//! serve_gated(listener, router, tls, stop.clone(), drain, Some(agent.gate().subscribe()))
+//! ```
+
+use crate::agent::{Agent, AgentContext};
+use crate::check::Component;
+use crate::commands::UpgradeCommand;
+use crate::settings::{Settings, UpgradeConfig};
+use tokio_util::sync::CancellationToken;
+use wireleap_daemon::{Home, Readiness};
+
+/// The version this binary runs as: its build stamp's, else `default` (the crate version).
+pub fn software(default: &str) -> String {
+    crate::stamp::version_or(default)
+}
+
+/// [`software`] as a semver (0.0.0 if the stamp is not one, which `stamp` refuses anyway).
+pub fn version(default: &str) -> semver::Version {
+    semver::Version::parse(&software(default)).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+}
+
+/// Starts the upgrade agent of a daemon from its config's `upgrade` section. `rollout_id`
+/// places the installation in staged rollouts (its public key, or any stable 32 bytes).
+pub fn start_agent(
+    home: &Home,
+    component: Component,
+    upgrade: &UpgradeConfig,
+    rollout_id: [u8; 32],
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Agent> {
+    let settings = Settings::from_config(upgrade, None, None)?;
+    Ok(Agent::start(AgentContext {
+        home: home.clone(),
+        component,
+        settings,
+        rollout_id,
+        readiness: readiness.clone(),
+        shutdown: shutdown.clone(),
+        reporter: None,
+        probe: None,
+        binary: None,
+    })?)
+}
+
+impl Agent {
+    /// A token cancelled once the agent says the service should stop (a shutdown, a
+    /// hand-over to a successor, or this successor being rolled back). Give it to every
+    /// server and task instead of the lifecycle's shutdown token.
+    pub fn stop_token(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        let agent = self.clone();
+        let t = token.clone();
+        tokio::spawn(async move {
+            let reason = agent.stopped().await;
+            tracing::info!(?reason, "stopping");
+            t.cancel();
+        });
+        token
+    }
+}
+
+/// Runs an upgrade subcommand for a daemon whose config (if it could be read) has the
+/// `upgrade` section `upgrade`.
+pub async fn command(
+    home: &Home,
+    component: &Component,
+    cmd: UpgradeCommand,
+    upgrade: anyhow::Result<UpgradeConfig>,
+) -> anyhow::Result<()> {
+    let settings = upgrade.and_then(|u| Ok(Settings::from_config(&u, None, None)?));
+    crate::commands::run(home, component, cmd, settings).await
+}
