@@ -40,6 +40,9 @@ pub enum RelayCommand {
         #[arg(long, value_enum)]
         state: Option<StateArg>,
     },
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    Upgrade(wireleap_upgrade::UpgradeCommand),
 }
 
 /// `--state` values.
@@ -72,6 +75,11 @@ fn config(home: &Home) -> anyhow::Result<RelayConfig> {
 /// Runs one subcommand.
 pub async fn run(home: &Home, cmd: RelayCommand) -> anyhow::Result<()> {
     match cmd {
+        RelayCommand::Upgrade(c) => {
+            let settings = config(home).and_then(|c| crate::upgrade::settings(&c));
+            wireleap_upgrade::commands::run(home, &crate::upgrade::component(), c, settings)
+                .await?;
+        }
         RelayCommand::Balance { contract } => {
             let cfg = config(home)?;
             let urls: Vec<String> = match contract {
@@ -82,13 +90,20 @@ pub async fn run(home: &Home, cmd: RelayCommand) -> anyhow::Result<()> {
             let api = client(home)?;
             let mut out = Vec::new();
             for url in urls {
+                // A 404 (e.g. no withdrawal requested yet) is shown as null, not an error.
                 let get = |path: &'static str| {
                     let api = api.clone();
                     let u = format!("{url}{path}");
                     async move {
-                        api.get::<Value>(&u)
-                            .await
-                            .with_context(|| format!("could not read {u}"))
+                        match api.get::<Value>(&u).await {
+                            Ok(v) => Ok(v),
+                            Err(wireleap_api::ApiError::Status { status, .. })
+                                if status.code == 404 =>
+                            {
+                                Ok(Value::Null)
+                            }
+                            Err(e) => Err(e).with_context(|| format!("could not read {u}")),
+                        }
                     }
                 };
                 out.push(serde_json::json!({

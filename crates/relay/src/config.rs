@@ -58,6 +58,12 @@ pub struct RelayConfig {
     pub rest_api: Option<RestApi>,
     /// Act on the directory's upgrade notices (read by the upgrade code).
     pub auto_upgrade: bool,
+    /// Where releases come from and which keys sign them, and the hand-over timings. Its
+    /// `channel`, `auto` and `drain_timeout` are not used by the relay: the channel is the
+    /// contracts' `upgrade_channel` (setting `upgrade.channel` is an error), `auto_upgrade`
+    /// and the top-level `drain_timeout` decide the others. Without `releases` and
+    /// `release_keys`, upgrade notices are only logged.
+    pub upgrade: wireleap_upgrade::UpgradeConfig,
     /// Settings that open the relay to its own networks; for tests and private networks.
     pub danger_zone: DangerZone,
 }
@@ -79,6 +85,7 @@ impl Default for RelayConfig {
             contracts: BTreeMap::new(),
             rest_api: None,
             auto_upgrade: true,
+            upgrade: wireleap_upgrade::UpgradeConfig::default(),
             danger_zone: DangerZone::default(),
         }
     }
@@ -251,6 +258,13 @@ impl Config for RelayConfig {
         }
         if let Some(h2c) = &self.h2c_address {
             p.extend(check_listen_address("h2c_address", h2c));
+        }
+        p.extend(self.upgrade.problems("upgrade"));
+        if self.upgrade.channel.is_some() {
+            p.push(ConfigProblem::new(
+                "upgrade.channel",
+                "the relay follows its contracts' upgrade_channel; remove this key",
+            ));
         }
         if self.bufsize < 512 {
             p.push(ConfigProblem::new(

@@ -448,6 +448,11 @@ async fn run_worker(
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next), if !capped => {
+                if enrolled && !shared.may_heartbeat() {
+                    tracing::debug!(contract = %url, "another process of this relay is in charge; heartbeat skipped");
+                    next = Instant::now() + spec.heartbeat.min(Duration::from_secs(1));
+                    continue;
+                }
                 let action = if enrolled { Action::Heartbeat } else { Action::Enroll };
                 let entry = entry_of(&ctx, &spec);
                 match ctx.directory.send(action, &learned.directory, &entry).await {

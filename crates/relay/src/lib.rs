@@ -26,6 +26,7 @@ pub mod submit;
 pub mod tls;
 pub mod tunnel;
 pub mod udp;
+pub mod upgrade;
 pub mod usage;
 
 pub use commands::RelayCommand;
@@ -33,8 +34,10 @@ pub use config::RelayConfig;
 pub use runtime::{RelayHandle, RelayRuntime, RelayStatus, ShutdownReport};
 pub use state::{ShutdownMode, UpgradeNotice};
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use wireleap_daemon::{Home, RunContext, Service, VersionInfo};
+use wireleap_upgrade::{Agent, AgentContext, StopReason};
 
 /// How long start waits for the first enrollment round before reporting ready anyway.
 pub const READY_WAIT: Duration = Duration::from_secs(5);
@@ -72,27 +75,101 @@ impl Service for Relay {
         Ok(())
     }
 
+    fn software() -> String {
+        runtime::software_version().to_string()
+    }
+
+    /// Serves until stopped. The upgrade agent runs alongside: it turns the directory's
+    /// upgrade notices into zero-downtime hand-overs, and decides whether the stop that
+    /// ends this process disenrolls (a normal stop) or not (handed over to a successor).
     async fn run(mut ctx: RunContext<RelayConfig>) -> anyhow::Result<()> {
-        let mut rt = RelayRuntime::start(&ctx.home, ctx.config.clone()).await?;
+        if upgrade::fault().as_deref() == Some("crash-on-start") {
+            tracing::error!("this build is stamped to crash on start (release drill)");
+            std::process::exit(3);
+        }
+        let keypair = wireleap_daemon::keyfile::load_keypair(&ctx.home)?;
+        let handle_cell: Arc<OnceLock<RelayHandle>> = Arc::new(OnceLock::new());
+        let kinds: upgrade::ListenerMap = Arc::new(OnceLock::new());
+        let client = wireleap_api::ApiClient::new(
+            Some(wireleap_api::Identity {
+                keypair: keypair.clone(),
+                component: wireleap_proto::version::Component::Relay,
+                interfaces: vec![wireleap_proto::version::Interface::RelayDir],
+            }),
+            false,
+        )?
+        .with_retry(wireleap_api::RetryPolicy::ONCE);
+        let agent = Agent::start(AgentContext {
+            home: ctx.home.clone(),
+            component: upgrade::component(),
+            settings: upgrade::settings(&ctx.config)?,
+            rollout_id: keypair.public().0,
+            readiness: ctx.readiness.clone(),
+            shutdown: ctx.shutdown.clone(),
+            reporter: Some(Arc::new(upgrade::RelayReporter::new(
+                client,
+                handle_cell.clone(),
+            ))),
+            probe: Some(upgrade::probe(keypair.public(), kinds.clone())),
+            binary: None,
+        })?;
+
+        let mut rt = RelayRuntime::start_gated(
+            &ctx.home,
+            ctx.config.clone(),
+            Some(agent.gate().subscribe()),
+        )
+        .await?;
+        for (name, fd) in rt.listener_fds() {
+            agent.register_listener(name, &fd)?;
+        }
+        let _ = kinds.set(
+            rt.listener_addrs()
+                .into_iter()
+                .filter_map(|(n, a)| Some((a.port(), upgrade::ListenerKind::of(n)?)))
+                .collect(),
+        );
+        let handle = rt.handle();
+        let _ = handle_cell.set(handle.clone());
+        {
+            let agent = agent.clone();
+            handle.set_heartbeat_gate(Arc::new(move || agent.is_primary()));
+        }
+        if let Some(mut notices) = handle.take_upgrade_notices() {
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                while let Some(n) = notices.recv().await {
+                    agent.notice(&n.version.to_string());
+                }
+            });
+        }
+
         rt.wait_first_enrollment(READY_WAIT).await;
+        if agent.is_successor() && !handle.all_enrolled() {
+            // Returning without a stop keeps the old process's enrollment: it still serves.
+            anyhow::bail!(
+                "this process replaces a running relay, so it must enroll with every contract's directory before it takes over; it could not (see the errors above)"
+            );
+        }
         ctx.readiness.ready();
-        loop {
+        let reason = loop {
             tokio::select! {
-                () = ctx.shutdown.cancelled() => break,
+                r = agent.stopped() => break r,
                 next = ctx.reloads.next() => match next {
                     Some(c) => rt.reload(c).await,
-                    None => {
-                        ctx.shutdown.cancelled().await;
-                        break;
-                    }
+                    None => break agent.stopped().await,
                 },
             }
-        }
-        let handle = rt.handle();
-        if handover::take(&ctx.home, std::process::id()) {
-            handle.set_shutdown_mode(ShutdownMode::HandOver);
-        }
-        rt.shutdown(handle.shutdown_mode()).await;
+        };
+        let mode = match reason {
+            StopReason::HandedOver | StopReason::Abandoned => ShutdownMode::HandOver,
+            StopReason::Shutdown if handover::take(&ctx.home, std::process::id()) => {
+                ShutdownMode::HandOver
+            }
+            StopReason::Shutdown => handle.shutdown_mode(),
+        };
+        tracing::info!(?reason, ?mode, "relay stopping");
+        rt.shutdown(mode).await;
         Ok(())
     }
 

@@ -49,7 +49,13 @@ pub struct RestServer {
 
 impl RestServer {
     /// Binds (or adopts the inherited listener) and serves.
-    pub async fn start(addr: &RestAddress, handle: RelayHandle) -> anyhow::Result<RestServer> {
+    /// A TCP listener accepts only while `gate` reads `true` (the upgrade agent's gate); a
+    /// unix socket ignores it (the hand-over probe only connects to those).
+    pub async fn start(
+        addr: &RestAddress,
+        handle: RelayHandle,
+        gate: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> anyhow::Result<RestServer> {
         let stop = CancellationToken::new();
         let app = router(handle);
         match addr {
@@ -61,8 +67,15 @@ impl RestServer {
                 tracing::info!(address = %listener.local_addr()?, "REST API listening");
                 let s = stop.clone();
                 let task = tokio::spawn(async move {
-                    if let Err(e) =
-                        wireleap_api::serve(listener, app, None, s, Duration::from_secs(2)).await
+                    if let Err(e) = wireleap_api::serve_gated(
+                        listener,
+                        app,
+                        None,
+                        s,
+                        Duration::from_secs(2),
+                        gate,
+                    )
+                    .await
                     {
                         tracing::warn!("REST API server ended: {e}");
                     }

@@ -192,6 +192,20 @@ impl RelayHandle {
         self.shared.pubkey
     }
 
+    /// The directory endpoints learned from the contracts (deduplicated).
+    pub fn directories(&self) -> Vec<String> {
+        let map = lock(&self.shared.contract_status);
+        let mut dirs: Vec<String> = map.values().filter_map(|c| c.directory.clone()).collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Installs the check made before each heartbeat ([`Shared::set_heartbeat_gate`]).
+    pub fn set_heartbeat_gate(&self, gate: crate::state::HeartbeatGate) {
+        self.shared.set_heartbeat_gate(gate);
+    }
+
     /// Whether every configured contract is enrolled now.
     pub fn all_enrolled(&self) -> bool {
         let map = lock(&self.shared.contract_status);
@@ -236,10 +250,11 @@ impl std::fmt::Debug for RelayRuntime {
     }
 }
 
-/// The software version the relay announces.
+/// The software version the relay announces: the build stamp's if the binary carries one
+/// (`wireleap-release stamp`), else the crate version.
 pub fn software_version() -> semver::Version {
-    semver::Version::parse(env!("CARGO_PKG_VERSION"))
-        .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+    let text = wireleap_upgrade::stamp::version_or(env!("CARGO_PKG_VERSION"));
+    semver::Version::parse(&text).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
 }
 
 pub(crate) fn resolve_db_url(home: &Home, url: &str) -> String {
@@ -294,9 +309,20 @@ impl RelayRuntime {
     /// Loads the key and TLS files from `home`, opens the database, binds the listeners
     /// (adopting inherited ones), and starts serving, enrolling and submitting.
     pub async fn start(home: &Home, config: RelayConfig) -> anyhow::Result<RelayRuntime> {
+        Self::start_gated(home, config, None).await
+    }
+
+    /// [`RelayRuntime::start`] with the tunnel listeners accepting only while `gate` reads
+    /// `true` (the upgrade agent's gate: a successor accepts only once ready, a predecessor
+    /// stops accepting once its successor is).
+    pub async fn start_gated(
+        home: &Home,
+        config: RelayConfig,
+        gate: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> anyhow::Result<RelayRuntime> {
         let keypair = wireleap_daemon::keyfile::load_keypair(home)?;
         let tls = crate::tls::load_or_create(home, &keypair)?;
-        Self::start_with(home, config, keypair, tls).await
+        Self::start_full(home, config, keypair, tls, gate).await
     }
 
     /// [`RelayRuntime::start`] with the identity and TLS config given (tests, benches).
@@ -305,6 +331,16 @@ impl RelayRuntime {
         config: RelayConfig,
         keypair: Keypair,
         tls: Arc<rustls::ServerConfig>,
+    ) -> anyhow::Result<RelayRuntime> {
+        Self::start_full(home, config, keypair, tls, None).await
+    }
+
+    async fn start_full(
+        home: &Home,
+        config: RelayConfig,
+        keypair: Keypair,
+        tls: Arc<rustls::ServerConfig>,
+        gate: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> anyhow::Result<RelayRuntime> {
         raise_nofile();
         let db_url = resolve_db_url(home, &config.database);
@@ -322,6 +358,7 @@ impl RelayRuntime {
             Arc::new(RelayHandler::new(shared.clone())),
             ServeConfig {
                 drain_timeout: config.drain_timeout.to_std(),
+                accept_gate: gate.clone(),
                 ..ServeConfig::default()
             },
         );
@@ -348,7 +385,7 @@ impl RelayRuntime {
         };
         let rest = match config.rest_api.as_ref().and_then(|r| r.listen()) {
             Some(addr) => {
-                let r = RestServer::start(&addr, handle.clone()).await?;
+                let r = RestServer::start(&addr, handle.clone(), gate).await?;
                 if let Some(fd) = r.dup_fd()? {
                     held.push((LISTENER_REST, fd));
                 }
@@ -420,6 +457,17 @@ impl RelayRuntime {
         self.held.iter().map(|(n, fd)| (*n, fd.as_fd())).collect()
     }
 
+    /// The bound address of every TCP listener, by name.
+    pub fn listener_addrs(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
+        self.held
+            .iter()
+            .filter_map(|(n, fd)| {
+                let dup = fd.try_clone().ok()?;
+                Some((*n, std::net::TcpListener::from(dup).local_addr().ok()?))
+            })
+            .collect()
+    }
+
     /// The bound address of the TLS listener.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.held
@@ -449,6 +497,8 @@ impl RelayRuntime {
             ("database", old.database != new.database),
             ("network_usage", old.network_usage != new.network_usage),
             ("drain_timeout", old.drain_timeout != new.drain_timeout),
+            ("upgrade", old.upgrade != new.upgrade),
+            ("auto_upgrade", old.auto_upgrade != new.auto_upgrade),
         ] {
             if changed {
                 tracing::warn!(key = what, "this setting takes effect on restart");

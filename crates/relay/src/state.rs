@@ -219,7 +219,11 @@ pub struct Shared {
     pub refused_tokens: AtomicU64,
     /// The durable store.
     pub store: TokenStore,
+    heartbeat_gate: RwLock<Option<HeartbeatGate>>,
 }
+
+/// Says whether heartbeats may be sent now (see [`Shared::set_heartbeat_gate`]).
+pub type HeartbeatGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -246,7 +250,20 @@ impl Shared {
             mode: AtomicU8::new(0),
             refused_tokens: AtomicU64::new(0),
             store,
+            heartbeat_gate: RwLock::new(None),
         }
+    }
+
+    /// Installs the check made before each heartbeat (not before enrollment). During an
+    /// upgrade two processes with one identity run at once; only the one in charge may
+    /// heartbeat, or the old one would announce its old version after the new one enrolled.
+    pub fn set_heartbeat_gate(&self, gate: HeartbeatGate) {
+        *write(&self.heartbeat_gate) = Some(gate);
+    }
+
+    /// Whether a heartbeat may be sent now.
+    pub fn may_heartbeat(&self) -> bool {
+        read(&self.heartbeat_gate).as_ref().is_none_or(|g| g())
     }
 
     /// The current per-stream settings.
