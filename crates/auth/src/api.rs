@@ -108,7 +108,7 @@ pub fn router(state: Arc<AuthState>) -> axum::Router {
 async fn info(State(s): State<Arc<AuthState>>) -> ApiJson<AuthInfo> {
     ApiJson(AuthInfo {
         pubkey: s.pubkey(),
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION")),
     })
 }
 

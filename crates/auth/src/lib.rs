@@ -31,9 +31,22 @@ use wireleap_proto::pof::Pof;
 pub use api::{router, AuthState};
 pub use store::AuthStore;
 
+/// The binary's name (also the upgrade component's).
+pub const NAME: &str = "wireleap-auth";
+
 /// The `wireleap-auth` binary.
 #[derive(Debug)]
 pub struct Auth;
+
+/// What the upgrade machinery needs to know about this binary. No migrations yet: every
+/// config and database of earlier versions is read as is.
+pub fn component() -> wireleap_upgrade::Component {
+    wireleap_upgrade::Component {
+        name: NAME,
+        version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
+        migrations: &[],
+    }
+}
 
 /// `wireleap-auth`'s own subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -41,6 +54,11 @@ pub enum AuthCommand {
     /// Sign pofs offline with this auth server's key and write an access key file (for
     /// operators without a payment service)
     Issue(IssueArgs),
+    // `upgrade`, `rollback`, `upgrade-status` and the hidden `migrate`, documented by
+    // wireleap-upgrade.
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    Upgrade(wireleap_upgrade::UpgradeCommand),
 }
 
 /// Flags of `issue`.
@@ -78,7 +96,7 @@ fn parse_pubkey(s: &str) -> Result<PublicKey, String> {
 pub const MAX_QUANTITY_LIMIT: i64 = 10_000;
 
 impl Service for Auth {
-    const NAME: &'static str = "wireleap-auth";
+    const NAME: &'static str = NAME;
     const ABOUT: &'static str =
         "Wireleap auth: issues proofs of funding to trusted payment services";
     const VERSION: VersionInfo = VersionInfo {
@@ -89,8 +107,26 @@ impl Service for Auth {
     type Config = AuthConfig;
     type Command = AuthCommand;
 
+    fn software() -> String {
+        wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Serves until stopped. The upgrade agent runs alongside and decides when this process
+    /// stops serving: on a shutdown, or once a successor took over its listener. Both
+    /// processes share the database during a hand-over; every issued pof is its own row.
     async fn run(mut ctx: RunContext<AuthConfig>) -> anyhow::Result<()> {
         let keypair = keyfile::load_keypair(&ctx.home)?;
+        let agent = wireleap_upgrade::daemon::start_agent(
+            &ctx.home,
+            component(),
+            &ctx.config.upgrade,
+            keypair.public().0,
+            &ctx.readiness,
+            &ctx.shutdown,
+        )?;
+        // Cancelled on a shutdown and also on a hand-over, which must stop this process's
+        // serving without the lifecycle's shutdown.
+        let stop = agent.stop_token();
         let url = httpd::database_url(&ctx.config.database, ctx.home.dir());
         let store = AuthStore::open(wireleap_store::Db::open(&url).await?).await?;
         let tls = match &ctx.config.tls {
@@ -104,28 +140,45 @@ impl Service for Auth {
             httpd::system_clock(),
         );
         let listener = listeners::bind_tcp("api", &ctx.config.address).await?;
+        agent.register_listener("api", &listener)?;
         tracing::info!(
             address = %listener.local_addr()?,
             pubkey = %state.pubkey(),
             "auth API listening"
         );
-        let server = tokio::spawn(wireleap_api::serve(
+        let server = tokio::spawn(wireleap_api::serve_gated(
             listener,
             router(state.clone()),
             tls,
-            ctx.shutdown.clone(),
+            stop.clone(),
             std::time::Duration::from_secs(10),
+            Some(agent.gate().subscribe()),
         ));
         ctx.readiness.ready();
         let started = ctx.config.clone();
-        ctx.reload_until_shutdown(|new| {
-            if new.address != started.address || new.database != started.database {
-                tracing::warn!("a new address or database takes effect on restart");
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                next = ctx.reloads.next() => match next {
+                    Some(new) => {
+                        if new.address != started.address
+                            || new.database != started.database
+                            || new.upgrade != started.upgrade
+                        {
+                            tracing::warn!(
+                                "a new address, database or upgrade section takes effect on restart"
+                            );
+                        }
+                        state.set_config(new);
+                        tracing::info!("configuration reloaded");
+                    }
+                    None => {
+                        stop.cancelled().await;
+                        break;
+                    }
+                },
             }
-            state.set_config(new);
-            tracing::info!("configuration reloaded");
-        })
-        .await;
+        }
         let served = server.await;
         store.db().close().await;
         served.context("API server task")??;
@@ -135,6 +188,13 @@ impl Service for Auth {
     async fn command(home: &Home, command: AuthCommand) -> anyhow::Result<()> {
         match command {
             AuthCommand::Issue(args) => issue_offline(home, args).await,
+            AuthCommand::Upgrade(c) => {
+                let upgrade = home
+                    .load_config::<AuthConfig>()
+                    .map(|(c, _)| c.upgrade)
+                    .map_err(anyhow::Error::from);
+                wireleap_upgrade::daemon::command(home, &component(), c, upgrade).await
+            }
         }
     }
 }
@@ -234,6 +294,8 @@ pub struct AuthConfig {
     pub max_quantity: i64,
     /// Longest pof validity a request may ask for.
     pub max_duration: Duration,
+    /// How this auth server upgrades itself (release repository, keys, channel, timeouts).
+    pub upgrade: wireleap_upgrade::UpgradeConfig,
 }
 
 /// A trusted payment service.
@@ -258,6 +320,7 @@ impl Default for AuthConfig {
             payment_services: Vec::new(),
             max_quantity: 1000,
             max_duration: Duration::from_hours(24 * 366),
+            upgrade: wireleap_upgrade::UpgradeConfig::default(),
         }
     }
 }
@@ -296,6 +359,7 @@ impl Config for AuthConfig {
                 format!("must be at least 1s, got {}", self.max_duration),
             ));
         }
+        p.extend(self.upgrade.problems("upgrade"));
         p
     }
 }
@@ -325,10 +389,19 @@ mod tests {
         assert_eq!(c.payment_services[0].pubkey, k);
         let bad: AuthConfig = serde_json::from_str(
             r#"{"database": "x", "max_quantity": 0, "max_duration": "0s", "endpoint": "e",
+                "upgrade": {"ready_timeout": "0s"},
                 "payment_services": [{"type": "", "pubkey": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"}]}"#,
         )
         .unwrap();
-        assert_eq!(bad.validate().len(), 5);
+        let keys: Vec<_> = bad.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys.len(), 6, "{keys:?}");
+        assert!(
+            keys.iter().any(|k| k == "upgrade.ready_timeout"),
+            "{keys:?}"
+        );
+        assert!(
+            serde_json::from_str::<AuthConfig>(r#"{"upgrade": {"auto_upgrade": true}}"#).is_err()
+        );
     }
 
     #[test]

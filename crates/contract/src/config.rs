@@ -38,6 +38,8 @@ pub struct ContractConfig {
     pub directory: DirectoryRef,
     /// Operator information shown in `/info`.
     pub metadata: Metadata,
+    /// How this contract upgrades itself (release repository, keys, channel, timeouts).
+    pub upgrade: wireleap_upgrade::UpgradeConfig,
 }
 
 impl Default for ContractConfig {
@@ -54,6 +56,7 @@ impl Default for ContractConfig {
             payout: Payout::default(),
             directory: DirectoryRef::default(),
             metadata: Metadata::default(),
+            upgrade: wireleap_upgrade::UpgradeConfig::default(),
         }
     }
 }
@@ -284,6 +287,7 @@ impl Config for ContractConfig {
                 format!("must be at least 1s, got {}", pay.check_period),
             ));
         }
+        p.extend(self.upgrade.problems("upgrade"));
         p
     }
 }
@@ -294,8 +298,7 @@ impl ContractConfig {
         let fee = &self.settlement.fee_percent;
         ContractInfo {
             pubkey: Some(pubkey),
-            version: semver::Version::parse(env!("CARGO_PKG_VERSION"))
-                .unwrap_or(semver::Version::new(0, 0, 0)),
+            version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
             endpoint: self.endpoint.clone(),
             proof_of_funding: self
                 .proof_of_funding
@@ -399,7 +402,8 @@ mod tests {
             r#"{"address": "x", "endpoint": "c.example", "database": "mysql://x",
                 "payout": {"endpoint": "ps", "min_withdrawal": 9, "max_withdrawal": 1},
                 "servicekey": {"value": "-1", "duration": "0s", "currency": ""},
-                "settlement": {"fee_percent": "101", "submission_window": "0s"}}"#,
+                "settlement": {"fee_percent": "101", "submission_window": "0s"},
+                "upgrade": {"releases": "https://r.example", "ready_timeout": "0s"}}"#,
         )
         .unwrap();
         let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
@@ -415,7 +419,9 @@ mod tests {
                 "servicekey.duration",
                 "settlement.submission_window",
                 "settlement.fee_percent",
-                "payout.min_withdrawal"
+                "payout.min_withdrawal",
+                "upgrade.release_keys",
+                "upgrade.ready_timeout"
             ]
         );
     }
@@ -425,6 +431,7 @@ mod tests {
         for bad in [
             r#"{"metadata": {"x": 1}}"#,
             r#"{"ledger_file": "x"}"#,
+            r#"{"upgrade": {"auto_upgrade": true}}"#,
             r#"{"servicekey": {"value": 1.5}}"#,
             r#"{"servicekey": {"value": "ten"}}"#,
             r#"{"servicekey": {"duration": "10"}}"#,

@@ -231,6 +231,24 @@ pub trait StrictBody: DeserializeOwned {
     const SHAPE: Shape;
 }
 
+/// The body of a payment service's `POST /withdrawals` (a foreign type, so wrapped for key
+/// checking); shared by ps-dummy and ps-stripe.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct WithdrawalBody(pub wireleap_proto::payout::Withdrawal);
+
+impl StrictBody for WithdrawalBody {
+    const SHAPE: Shape = Shape(&[
+        ("id", None),
+        ("state", None),
+        ("state_changed", None),
+        ("amount", None),
+        ("type", None),
+        ("destination", None),
+        ("receipt", None),
+    ]);
+}
+
 /// An unsigned JSON body: size-limited, unknown keys refused, decoded with the Go rules.
 #[derive(Debug)]
 pub struct StrictJson<T>(pub T);

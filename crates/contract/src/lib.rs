@@ -26,7 +26,8 @@ pub use store::ContractStore;
 
 use anyhow::Context as _;
 use std::time::Duration;
-use wireleap_daemon::{keyfile, listeners, NoCommands, RunContext, Service, VersionInfo};
+use wireleap_daemon::{keyfile, listeners, Home, RunContext, Service, VersionInfo};
+use wireleap_upgrade::UpgradeCommand;
 
 /// How often closed servicekeys are looked for.
 pub const SETTLE_EVERY: Duration = Duration::from_secs(5);
@@ -34,12 +35,25 @@ pub const SETTLE_EVERY: Duration = Duration::from_secs(5);
 /// How long open requests may finish after shutdown was asked for.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
+/// The binary's name (also the upgrade component's).
+pub const NAME: &str = "wireleap-contract";
+
 /// The `wireleap-contract` binary.
 #[derive(Debug)]
 pub struct Contract;
 
+/// What the upgrade machinery needs to know about this binary. No migrations yet: every
+/// config and database of earlier versions is read as is.
+pub fn component() -> wireleap_upgrade::Component {
+    wireleap_upgrade::Component {
+        name: NAME,
+        version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
+        migrations: &[],
+    }
+}
+
 impl Service for Contract {
-    const NAME: &'static str = "wireleap-contract";
+    const NAME: &'static str = NAME;
     const ABOUT: &'static str =
         "Wireleap service contract: servicekeys, sharetoken settlement, relay payouts";
     const VERSION: VersionInfo = VersionInfo {
@@ -52,10 +66,28 @@ impl Service for Contract {
         ],
     };
     type Config = ContractConfig;
-    type Command = NoCommands;
+    /// `upgrade`, `rollback`, `upgrade-status` (and the hidden `migrate`).
+    type Command = UpgradeCommand;
 
+    fn software() -> String {
+        wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Serves until stopped. The upgrade agent runs alongside and decides when this process
+    /// stops serving: on a shutdown, or once a successor took over its listener.
     async fn run(mut ctx: RunContext<ContractConfig>) -> anyhow::Result<()> {
         let keypair = keyfile::load_keypair(&ctx.home)?;
+        let agent = wireleap_upgrade::daemon::start_agent(
+            &ctx.home,
+            component(),
+            &ctx.config.upgrade,
+            keypair.public().0,
+            &ctx.readiness,
+            &ctx.shutdown,
+        )?;
+        // Cancelled on a shutdown and also on a hand-over, which must stop this process's
+        // serving and jobs without the lifecycle's shutdown.
+        let stop = agent.stop_token();
         let url = httpd::database_url(&ctx.config.database, ctx.home.dir());
         let db = wireleap_store::Db::open(&url).await?;
         let store = ContractStore::open(db).await?;
@@ -71,45 +103,70 @@ impl Service for Contract {
         )
         .context("setting up the payment service client")?;
         let listener = listeners::bind_tcp("api", &ctx.config.address).await?;
+        agent.register_listener("api", &listener)?;
         tracing::info!(
             address = %listener.local_addr()?,
             pubkey = %state.pubkey(),
             tls = tls.is_some(),
             "contract API listening"
         );
-        let server = tokio::spawn(wireleap_api::serve(
+        let server = tokio::spawn(wireleap_api::serve_gated(
             listener,
             router(state.clone()),
             tls,
-            ctx.shutdown.clone(),
+            stop.clone(),
             DRAIN,
+            Some(agent.gate().subscribe()),
         ));
+        // During a hand-over both processes run these jobs on the shared database. That is
+        // safe: settling a servicekey is a conditional update (`settled_at IS NULL`) in the
+        // transaction that writes its credits, so only one process settles it, and a pending
+        // withdrawal sent twice carries the same id, which the payment service treats as its
+        // idempotency key.
         let jobs = tokio::spawn(api::background_jobs(
             state.clone(),
             SETTLE_EVERY,
-            ctx.shutdown.clone(),
+            stop.clone(),
         ));
         ctx.readiness.ready();
         let started = ctx.config.clone();
-        let st = state.clone();
-        ctx.reload_until_shutdown(move |new| {
-            for (what, changed) in [
-                ("address", new.address != started.address),
-                ("database", new.database != started.database),
-                ("tls", new.tls != started.tls),
-            ] {
-                if changed {
-                    tracing::warn!("a new {what} takes effect on restart");
-                }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                next = ctx.reloads.next() => match next {
+                    Some(new) => {
+                        for (what, changed) in [
+                            ("address", new.address != started.address),
+                            ("database", new.database != started.database),
+                            ("tls", new.tls != started.tls),
+                            ("upgrade", new.upgrade != started.upgrade),
+                        ] {
+                            if changed {
+                                tracing::warn!("a new {what} takes effect on restart");
+                            }
+                        }
+                        state.set_config(new);
+                        tracing::info!("configuration reloaded");
+                    }
+                    None => {
+                        stop.cancelled().await;
+                        break;
+                    }
+                },
             }
-            st.set_config(new);
-            tracing::info!("configuration reloaded");
-        })
-        .await;
+        }
         let served = server.await;
         jobs.abort();
         store.db().close().await;
         served.context("API server task")??;
         Ok(())
+    }
+
+    async fn command(home: &Home, command: UpgradeCommand) -> anyhow::Result<()> {
+        let upgrade = home
+            .load_config::<ContractConfig>()
+            .map(|(c, _)| c.upgrade)
+            .map_err(anyhow::Error::from);
+        wireleap_upgrade::daemon::command(home, &component(), command, upgrade).await
     }
 }

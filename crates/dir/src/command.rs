@@ -21,6 +21,11 @@ pub enum DirCommand {
     /// Show or change upgrade channels (which version relays or clients on a channel run)
     #[command(subcommand)]
     Channel(ChannelCommand),
+    // `upgrade`, `rollback`, `upgrade-status` and the hidden `migrate`, documented by
+    // wireleap-upgrade.
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    Upgrade(wireleap_upgrade::UpgradeCommand),
 }
 
 /// `channel ...`.
@@ -192,6 +197,13 @@ pub async fn run(home: &Home, cmd: DirCommand) -> anyhow::Result<()> {
             store.db().close().await;
             println!("{}", out?);
             Ok(())
+        }
+        DirCommand::Upgrade(c) => {
+            let upgrade = home
+                .load_config::<DirectoryConfig>()
+                .map(|(c, _)| c.upgrade)
+                .map_err(anyhow::Error::from);
+            wireleap_upgrade::daemon::command(home, &crate::component(), c, upgrade).await
         }
     }
 }

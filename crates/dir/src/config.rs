@@ -57,6 +57,8 @@ pub struct DirectoryConfig {
     pub channel_refresh_interval: Duration,
     /// Initial upgrade channels, copied into the database for channels it does not have yet.
     pub upgrade_channels: ChannelsConfig,
+    /// How this directory upgrades itself (release repository, keys, channel, timeouts).
+    pub upgrade: wireleap_upgrade::UpgradeConfig,
 }
 
 /// `tls`: certificate chain and private key (PEM files, relative to the home directory).
@@ -127,6 +129,7 @@ impl Default for DirectoryConfig {
             heartbeat_flush_interval: Duration::from_secs(5),
             channel_refresh_interval: Duration::from_secs(2),
             upgrade_channels: ChannelsConfig::default(),
+            upgrade: wireleap_upgrade::UpgradeConfig::default(),
         }
     }
 }
@@ -248,6 +251,7 @@ impl Config for DirectoryConfig {
                 }
             }
         }
+        problems.extend(self.upgrade.problems("upgrade"));
         problems
     }
 }
@@ -311,7 +315,8 @@ mod tests {
             "enrollment_keys": {"backing": [""]},
             "pow_cost": 3,
             "relay_ttl": "0s",
-            "upgrade_channels": {"relay": {"bad name": {"version": "1.0.0", "rollout_percent": 101}}}
+            "upgrade_channels": {"relay": {"bad name": {"version": "1.0.0", "rollout_percent": 101}}},
+            "upgrade": {"releases": "ftp://x", "release_keys": ["k"]}
         }"#;
         let c: DirectoryConfig = serde_json::from_str(text).unwrap();
         let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
@@ -324,10 +329,15 @@ mod tests {
             "relay_ttl",
             "upgrade_channels.relay.bad name",
             "upgrade_channels.relay.bad name.rollout_percent",
+            "upgrade.releases",
         ] {
             assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
         }
         assert!(serde_json::from_str::<DirectoryConfig>(r#"{"roles": ["middle"]}"#).is_err());
+        assert!(
+            serde_json::from_str::<DirectoryConfig>(r#"{"upgrade": {"auto_upgrade": true}}"#)
+                .is_err()
+        );
         assert!(serde_json::from_str::<DirectoryConfig>(
             r#"{"upgrade_channels": {"relay": {"d": {"version": "v1.0.0"}}}}"#
         )

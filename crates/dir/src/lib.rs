@@ -38,9 +38,22 @@ use std::time::Duration;
 use wireleap_daemon::{keyfile, listeners, Home, RunContext, Service, VersionInfo};
 use wireleap_store::Db;
 
+/// The binary's name (also the upgrade component's).
+pub const NAME: &str = "wireleap-dir";
+
 /// The `wireleap-dir` binary.
 #[derive(Debug)]
 pub struct Directory;
+
+/// What the upgrade machinery needs to know about this binary. No migrations yet: every
+/// config and database of earlier versions is read as is.
+pub fn component() -> wireleap_upgrade::Component {
+    wireleap_upgrade::Component {
+        name: NAME,
+        version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
+        migrations: &[],
+    }
+}
 
 /// Builds the HTTPS configuration of the API from the configured PEM files: the relay TLS
 /// settings of wireleap-net (TLS 1.3) with ALPN for both HTTP/2 and HTTP/1.1.
@@ -55,7 +68,7 @@ pub fn api_tls(home: &Home, tls: &config::TlsFiles) -> anyhow::Result<Arc<rustls
 }
 
 impl Service for Directory {
-    const NAME: &'static str = "wireleap-dir";
+    const NAME: &'static str = NAME;
     const ABOUT: &'static str = "Wireleap directory: the registry of enrolled relays";
     const VERSION: VersionInfo = VersionInfo {
         software: env!("CARGO_PKG_VERSION"),
@@ -65,10 +78,27 @@ impl Service for Directory {
     type Config = DirectoryConfig;
     type Command = command::DirCommand;
 
+    fn software() -> String {
+        wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Serves until stopped. The upgrade agent runs alongside and decides when this process
+    /// stops serving: on a shutdown, or once a successor took over its listener.
     async fn run(mut ctx: RunContext<DirectoryConfig>) -> anyhow::Result<()> {
         let config = ctx.config.clone();
         let identity = keyfile::load_keypair(&ctx.home)
             .context("loading the directory key (run `wireleap-dir init` first)")?;
+        let agent = wireleap_upgrade::daemon::start_agent(
+            &ctx.home,
+            component(),
+            &config.upgrade,
+            identity.public().0,
+            &ctx.readiness,
+            &ctx.shutdown,
+        )?;
+        // Cancelled on a shutdown and also on a hand-over, which must stop this process's
+        // serving and background work without the lifecycle's shutdown.
+        let stop = agent.stop_token();
         let url = dburl::resolve(&config.database, ctx.home.dir());
         let db = Db::open(&url).await?;
         let store = DirStore::open(db.clone()).await?;
@@ -78,14 +108,21 @@ impl Service for Directory {
             None => None,
         };
         let listener = listeners::bind_tcp("api", &config.address).await?;
+        agent.register_listener("api", &listener)?;
         let local = listener.local_addr()?;
-        let background = server.spawn_background(ctx.shutdown.clone());
-        let mut serving = tokio::spawn(wireleap_api::serve(
+        // During a hand-over both processes run this job on the shared database. That is
+        // safe: the purge deletes only rows whose stored last heartbeat is older than
+        // relay_ttl (whichever process received the beats has flushed them), a flush never
+        // moves a stored heartbeat back in time, and the in-memory expiry only affects the
+        // process doing it.
+        let background = server.spawn_background(stop.clone());
+        let mut serving = tokio::spawn(wireleap_api::serve_gated(
             listener,
             server.router(),
             tls,
-            ctx.shutdown.clone(),
+            stop.clone(),
             Duration::from_secs(10),
+            Some(agent.gate().subscribe()),
         ));
         ctx.readiness.ready();
         tracing::info!(
@@ -97,6 +134,7 @@ impl Service for Directory {
         let result = loop {
             tokio::select! {
                 done = &mut serving => break done,
+                () = stop.cancelled() => break (&mut serving).await,
                 next = ctx.reloads.next() => match next {
                     Some(c) => {
                         if let Err(e) = server.reload(c).await {
@@ -104,13 +142,14 @@ impl Service for Directory {
                         }
                     }
                     None => {
-                        ctx.shutdown.cancelled().await;
+                        stop.cancelled().await;
                         break (&mut serving).await;
                     }
                 },
             }
         };
-        ctx.shutdown.cancel();
+        // The server may have ended on its own (an error): stop the background work too.
+        stop.cancel();
         if let Err(e) = background.await {
             tracing::warn!(error = %e, "background task ended abnormally");
         }

@@ -73,9 +73,7 @@ pub enum PingError {
 /// Whether `body` is the PONG status of `relay` (our relays and Go relays ≥ 0.6.1 end the
 /// text with a newline; older ones do not; both parse).
 pub fn is_pong_from(body: &[u8], relay: &PublicKey) -> bool {
-    Status::parse(body).is_ok_and(|s| {
-        s.code == 200 && s.description == "PONG" && s.origin.as_deref() == Some(&relay.to_b64())
-    })
+    Status::parse(body).is_ok_and(|s| s.is_pong_from(relay))
 }
 
 /// PINGs the relay at `address`, which must answer as `relay`, within `timeout`.

@@ -385,7 +385,7 @@ impl DirServer {
     }
 
     /// Applies a reloaded config. Settings that need a restart (listen address, endpoint,
-    /// database, TLS, timer intervals) keep their old values, with a warning; new channels
+    /// database, TLS, timer intervals, the upgrade agent's settings) keep their old values, with a warning; new channels
     /// in the config are created.
     pub async fn reload(&self, new: DirectoryConfig) -> Result<(), DirError> {
         let old = self.config();
@@ -404,7 +404,8 @@ impl DirServer {
             database,
             tls,
             heartbeat_flush_interval,
-            channel_refresh_interval
+            channel_refresh_interval,
+            upgrade
         );
         seed_channels(&self.state.store, &next, self.now()).await?;
         write(&self.state.config, Arc::new(next));
@@ -533,7 +534,7 @@ impl DirServer {
         let table = self.channels();
         let info = DirInfo {
             public_key: Some(self.public_key()),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION")),
             endpoint: Some(cfg.endpoint.clone()),
             info: cfg.info.clone(),
             enrollment,

@@ -187,7 +187,9 @@ impl DirStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Writes many heartbeat times in one transaction.
+    /// Writes many heartbeat times in one transaction. A time older than the stored one is
+    /// ignored: during an upgrade hand-over two directory processes flush into the same
+    /// database, and the old one's last beats must not undo the new one's.
     pub async fn touch_many(&self, beats: &[(PublicKey, i64)]) -> Result<(), DirStoreError> {
         if beats.is_empty() {
             return Ok(());
@@ -199,12 +201,14 @@ impl DirStore {
             .await
             .map_err(q("starting a heartbeat flush"))?;
         for (pubkey, last_seen) in beats {
-            sqlx::query("UPDATE dir_relays SET last_seen = $1 WHERE pubkey = $2")
-                .bind(*last_seen)
-                .bind(pubkey.to_b64())
-                .execute(&mut *tx)
-                .await
-                .map_err(q("flushing heartbeats"))?;
+            sqlx::query(
+                "UPDATE dir_relays SET last_seen = $1 WHERE pubkey = $2 AND last_seen < $1",
+            )
+            .bind(*last_seen)
+            .bind(pubkey.to_b64())
+            .execute(&mut *tx)
+            .await
+            .map_err(q("flushing heartbeats"))?;
         }
         tx.commit()
             .await
@@ -451,6 +455,18 @@ mod tests {
             assert_eq!((got_a.enrolled_at, got_a.last_seen), (100, 100));
 
             s.touch_many(&[(a.pubkey.unwrap(), 150)]).await.unwrap();
+            s2.touch_many(&[(a.pubkey.unwrap(), 140)]).await.unwrap();
+            let a_seen = |rows: Vec<StoredRelay>| {
+                rows.into_iter()
+                    .find(|r| r.entry.pubkey == a.pubkey)
+                    .map(|r| r.last_seen)
+            };
+            assert_eq!(
+                a_seen(s.live_relays(0).await.unwrap()),
+                Some(150),
+                "an older flush moved the heartbeat back ({})",
+                t.name
+            );
             assert!(s.touch(&b.pubkey.unwrap(), 120).await.unwrap());
             assert!(!s.touch(&PublicKey([9; 32]), 120).await.unwrap());
             assert_eq!(s.live_relays(130).await.unwrap().len(), 1, "{}", t.name);

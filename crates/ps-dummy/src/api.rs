@@ -35,23 +35,6 @@ impl StrictBody for AccessKeyRequest {
     const SHAPE: Shape = Shape(&[("quantity", None), ("duration", None)]);
 }
 
-/// `POST /withdrawals` body (a foreign type, so wrapped for key checking).
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-pub struct WithdrawalBody(pub Withdrawal);
-
-impl StrictBody for WithdrawalBody {
-    const SHAPE: Shape = Shape(&[
-        ("id", None),
-        ("state", None),
-        ("state_changed", None),
-        ("amount", None),
-        ("type", None),
-        ("destination", None),
-        ("receipt", None),
-    ]);
-}
-
 /// What the handlers share.
 pub struct PsState {
     keypair: Keypair,
@@ -202,7 +185,7 @@ async fn accesskeys(
 
 async fn withdrawals(
     State(s): State<Arc<PsState>>,
-    req: StrictSigned<WithdrawalBody, ContractCaller>,
+    req: StrictSigned<httpd::WithdrawalBody, ContractCaller>,
 ) -> Result<ApiJson<Withdrawal>, StatusReply> {
     let config = s.config();
     let w = req.body.0;

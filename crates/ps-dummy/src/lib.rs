@@ -27,15 +27,31 @@ use wireleap_proto::keys::PublicKey;
 
 pub use api::{router, AccessKeyRequest, PsState};
 
+/// The binary's name (also its file name in an upgradable installation).
+pub const NAME: &str = "wireleap-ps-dummy";
+
 /// The `wireleap-ps-dummy` binary.
 #[derive(Debug)]
 pub struct PsDummy;
+
+/// What the upgrade machinery installs and migrates: this binary at its stamped version.
+pub fn component() -> wireleap_upgrade::Component {
+    wireleap_upgrade::Component {
+        name: NAME,
+        version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
+        migrations: &[],
+    }
+}
 
 /// `wireleap-ps-dummy`'s own subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum PsDummyCommand {
     /// Get an access key file from the running ps-dummy (its `POST /accesskeys`)
     Accesskeys(AccesskeysArgs),
+    // A doc comment here would become clap help text; the flattened commands have their own.
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    Upgrade(wireleap_upgrade::UpgradeCommand),
 }
 
 /// Flags of `accesskeys`.
@@ -56,7 +72,7 @@ pub struct AccesskeysArgs {
 }
 
 impl Service for PsDummy {
-    const NAME: &'static str = "wireleap-ps-dummy";
+    const NAME: &'static str = NAME;
     const ABOUT: &'static str = "Wireleap test payment service (no real money)";
     const VERSION: VersionInfo = VersionInfo {
         software: env!("CARGO_PKG_VERSION"),
@@ -66,8 +82,25 @@ impl Service for PsDummy {
     type Config = PsDummyConfig;
     type Command = PsDummyCommand;
 
+    fn software() -> String {
+        wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Serves until stopped: by a shutdown, or by the upgrade agent once a successor took
+    /// over the listener.
     async fn run(mut ctx: RunContext<PsDummyConfig>) -> anyhow::Result<()> {
         let keypair = keyfile::load_keypair(&ctx.home)?;
+        let agent = wireleap_upgrade::daemon::start_agent(
+            &ctx.home,
+            component(),
+            &ctx.config.upgrade,
+            keypair.public().0,
+            &ctx.readiness,
+            &ctx.shutdown,
+        )?;
+        // A hand-over must end this process's serving like a shutdown does, while the
+        // lifecycle's own shutdown stays with the agent, so everything below waits on this.
+        ctx.shutdown = agent.stop_token();
         let tls = match &ctx.config.tls {
             Some(t) => Some(t.server_config(ctx.home.dir())?),
             None => None,
@@ -75,17 +108,19 @@ impl Service for PsDummy {
         let state = PsState::new(keypair, ctx.config.clone(), httpd::system_clock())
             .context("setting up the auth client")?;
         let listener = listeners::bind_tcp("api", &ctx.config.address).await?;
+        agent.register_listener("api", &listener)?;
         tracing::info!(
             address = %listener.local_addr()?,
             pubkey = %state.pubkey(),
             "ps-dummy API listening"
         );
-        let server = tokio::spawn(wireleap_api::serve(
+        let server = tokio::spawn(wireleap_api::serve_gated(
             listener,
             router(state.clone()),
             tls,
             ctx.shutdown.clone(),
             std::time::Duration::from_secs(10),
+            Some(agent.gate().subscribe()),
         ));
         ctx.readiness.ready();
         let address = ctx.config.address.clone();
@@ -104,6 +139,17 @@ impl Service for PsDummy {
     async fn command(home: &Home, command: PsDummyCommand) -> anyhow::Result<()> {
         match command {
             PsDummyCommand::Accesskeys(args) => fetch_accesskeys(home, args).await,
+            PsDummyCommand::Upgrade(cmd) => {
+                wireleap_upgrade::daemon::command(
+                    home,
+                    &component(),
+                    cmd,
+                    home.load_config::<PsDummyConfig>()
+                        .map(|(c, _)| c.upgrade)
+                        .map_err(anyhow::Error::from),
+                )
+                .await
+            }
         }
     }
 }
@@ -169,6 +215,9 @@ pub struct PsDummyConfig {
     pub max_quantity: i64,
     /// Pof validity when a request names none.
     pub default_duration: Duration,
+    /// Where releases come from and how upgrades run (absent: the defaults, which never
+    /// install anything for lack of release keys).
+    pub upgrade: wireleap_upgrade::UpgradeConfig,
 }
 
 /// Another component: its base URL and public key.
@@ -193,6 +242,7 @@ impl Default for PsDummyConfig {
             pof_type: "dummy".into(),
             max_quantity: 100,
             default_duration: Duration::from_hours(24 * 30),
+            upgrade: wireleap_upgrade::UpgradeConfig::default(),
         }
     }
 }
@@ -248,6 +298,7 @@ impl Config for PsDummyConfig {
                 format!("must be at least 1s, got {}", self.default_duration),
             ));
         }
+        p.extend(self.upgrade.problems("upgrade"));
         p
     }
 }
@@ -286,5 +337,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(bad.validate().len(), 4);
+    }
+
+    #[test]
+    fn upgrade_section_is_optional_and_validated() {
+        let c: PsDummyConfig = serde_json::from_str(r#"{"address": "127.0.0.1:5"}"#).unwrap();
+        assert_eq!(c.upgrade, wireleap_upgrade::UpgradeConfig::default());
+        let c: PsDummyConfig = serde_json::from_str(
+            r#"{"upgrade": {"channel": "beta", "auto": false, "drain_timeout": "5s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.upgrade.channel.as_deref(), Some("beta"));
+        assert!(!c.upgrade.auto);
+        assert_eq!(c.validate(), vec![]);
+        assert!(serde_json::from_str::<PsDummyConfig>(r#"{"upgrade": {"chanel": "x"}}"#).is_err());
+        let bad: PsDummyConfig =
+            serde_json::from_str(r#"{"upgrade": {"releases": "ftp://x", "channel": "no way"}}"#)
+                .unwrap();
+        let keys: Vec<_> = bad.validate().into_iter().map(|p| p.key).collect();
+        assert!(keys.iter().any(|k| k == "upgrade.releases"), "{keys:?}");
+        assert!(keys.iter().any(|k| k == "upgrade.channel"), "{keys:?}");
     }
 }
