@@ -4,5 +4,6 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    wireleap_upgrade::startup::recover_at_start(wireleap_ps_stripe::NAME);
     wireleap_daemon::main::<wireleap_ps_stripe::PsStripe>()
 }
