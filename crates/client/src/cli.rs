@@ -1,4 +1,5 @@
-//! The client's own commands (`import`, `accesskeys`, `exec`, `info`, `circuit`) and the
+//! The client's own commands (`import`, `accesskeys`, `exec`, `info`, `config`, `circuit`,
+//! and the shared `upgrade`, `rollback`, `upgrade-status`) and the
 //! details `status` prints after the shared "running / not running" line.
 
 use crate::accesskeys::{self, ImportReport};
@@ -54,6 +55,10 @@ pub enum Command {
         #[arg(long)]
         reset: bool,
     },
+    // A doc comment here would become clap help text; the flattened commands have their own.
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    Upgrade(wireleap_upgrade::UpgradeCommand),
 }
 
 /// `accesskeys` subcommands.
@@ -102,6 +107,17 @@ pub async fn run(home: &Home, command: Command) -> anyhow::Result<()> {
             };
             println!("{body}");
             Ok(())
+        }
+        Command::Upgrade(cmd) => {
+            wireleap_upgrade::daemon::command(
+                home,
+                &crate::component(),
+                cmd,
+                home.load_config::<ClientConfig>()
+                    .map(|(c, _)| c.upgrade)
+                    .map_err(anyhow::Error::from),
+            )
+            .await
         }
     }
 }

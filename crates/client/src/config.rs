@@ -4,6 +4,16 @@
 //! `address_socks`, `address_h2c`, `circuit`, `contract`; plus `address` for the REST API.
 //! The 0.6 key `broker.address` is still read, as another name for `address_h2c`.
 //! Whitelist semantics follow the seed note: absent or `null` = any relay, `[]` = no relay.
+//!
+//! `upgrade` is the section every upgradable daemon has (`wireleap_upgrade::UpgradeConfig`):
+//! release server, trusted release keys, channel, hand-over timings. The original client had
+//! no upgrade keys at all (client.md §12): it followed the directory's
+//! `upgrade_channels.client["default"]` and never upgraded by itself. Here the directory's
+//! advertised client version still only produces a log line; what `wireleap upgrade`
+//! installs comes from `upgrade.releases` on `upgrade.channel` (absent: `default`, the
+//! channel the original hard-coded). Without `upgrade.check_interval` nothing is ever
+//! installed unasked, as in the original; with it, `upgrade.auto` decides whether the
+//! client installs what it finds or only logs it.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -34,6 +44,8 @@ pub struct ClientConfig {
     pub accesskey: AccessKeyUse,
     /// Circuit shape and relay choice.
     pub circuit: CircuitConfig,
+    /// Where releases come from and how upgrades run (see the module doc).
+    pub upgrade: wireleap_upgrade::UpgradeConfig,
 }
 
 impl Default for ClientConfig {
@@ -47,6 +59,7 @@ impl Default for ClientConfig {
             timeout: "5s".into(),
             accesskey: AccessKeyUse::default(),
             circuit: CircuitConfig::default(),
+            upgrade: wireleap_upgrade::UpgradeConfig::default(),
         }
     }
 }
@@ -191,6 +204,7 @@ impl Config for ClientConfig {
                 p.push(ConfigProblem::new("contract", e));
             }
         }
+        p.extend(self.upgrade.problems("upgrade"));
         p
     }
 }
@@ -260,6 +274,26 @@ mod tests {
             ]
         );
         assert!(serde_json::from_str::<ClientConfig>(r#"{"circuit": {"hop": 1}}"#).is_err());
+    }
+
+    #[test]
+    fn upgrade_section_is_optional_and_validated() {
+        let c: ClientConfig = serde_json::from_str(r#"{"circuit": {"hops": 2}}"#).unwrap();
+        assert_eq!(c.upgrade, wireleap_upgrade::UpgradeConfig::default());
+        let c: ClientConfig = serde_json::from_str(
+            r#"{"upgrade": {"channel": "beta", "auto": false, "drain_timeout": "5s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.upgrade.channel.as_deref(), Some("beta"));
+        assert!(!c.upgrade.auto);
+        assert_eq!(c.validate(), vec![]);
+        assert!(serde_json::from_str::<ClientConfig>(r#"{"upgrade": {"chanel": "x"}}"#).is_err());
+        let bad: ClientConfig =
+            serde_json::from_str(r#"{"upgrade": {"releases": "ftp://x", "channel": "no way"}}"#)
+                .unwrap();
+        let keys: Vec<_> = bad.validate().into_iter().map(|p| p.key).collect();
+        assert!(keys.iter().any(|k| k == "upgrade.releases"), "{keys:?}");
+        assert!(keys.iter().any(|k| k == "upgrade.channel"), "{keys:?}");
     }
 
     #[test]

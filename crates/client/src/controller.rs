@@ -284,7 +284,7 @@ impl Controller {
             home: self.home.dir().display().to_string(),
             pid: std::process::id(),
             state: String::new(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION")),
             socks: self.socks_addr.clone(),
             h2c: self.h2c_addr.clone(),
             contract: None,
@@ -423,9 +423,8 @@ async fn sync_loop(api: ApiClient, home: Home, ctx: Arc<ContractCtx>, refresh: D
                     tracing::warn!(error = %e, "cannot save the relay list");
                 }
                 if let Some(v) = snap.directory.client_version() {
-                    if semver::Version::parse(env!("CARGO_PKG_VERSION")).is_ok_and(|ours| *v > ours)
-                    {
-                        tracing::warn!(latest = %v, "the directory advertises a newer client version");
+                    if *v > wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")) {
+                        tracing::warn!(latest = %v, "the directory advertises a newer client version; `wireleap upgrade` installs the newest release");
                     }
                 }
                 ctx.directory.set(snap);

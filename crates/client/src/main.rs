@@ -8,5 +8,6 @@ fn main() -> ExitCode {
     if let Some(code) = wireleap::cli::status_if_asked(std::env::args_os()) {
         return code;
     }
+    wireleap_upgrade::startup::recover_at_start(wireleap::NAME);
     wireleap_daemon::main::<wireleap::Client>()
 }

@@ -184,7 +184,10 @@ async fn services(relays: &[&TestRelay], lifetime: i64) -> Services {
 }
 
 fn access_key(url: &str, n: usize) -> Vec<u8> {
-    let exp = common::now() + 86_400;
+    // One expiry per test process: keys made in different seconds must still hold the same
+    // pofs (the duplicate check compares whole signed pofs).
+    static EXP: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let exp = *EXP.get_or_init(|| common::now() + 86_400);
     let pofs = (0..n)
         .map(|i| Pof::new_signed(&issuer(), "dummy".into(), exp, format!("{i:018x}")))
         .collect();

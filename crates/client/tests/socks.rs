@@ -382,3 +382,90 @@ async fn udp_associate_echo_and_teardown() {
             .is_err()
     );
 }
+
+/// Greets, CONNECTs to `target` and reads the method answer and the reply.
+async fn open_tunnel(server: SocketAddr, target: SocketAddr) -> TcpStream {
+    let mut bytes = vec![5, 1, 0];
+    bytes.extend(
+        Request {
+            command: Command::Connect,
+            addr: TargetAddr::Ip(target),
+        }
+        .encode()
+        .unwrap(),
+    );
+    let mut c = TcpStream::connect(server).await.unwrap();
+    c.write_all(&bytes).await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut head))
+        .await
+        .expect("a SOCKS reply")
+        .unwrap();
+    assert_eq!(&head[..4], &[5, 0, 5, 0], "method, then success");
+    c
+}
+
+async fn roundtrip(c: &mut TcpStream, text: &[u8]) -> std::io::Result<Vec<u8>> {
+    c.write_all(text).await?;
+    let mut got = vec![0u8; text.len()];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut got))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no echo"))??;
+    Ok(got)
+}
+
+/// The upgrade hand-over's view: nothing is accepted while the gate is closed (connections
+/// wait in the backlog), and after `stop` the open tunnels keep working until `cut`.
+#[tokio::test]
+async fn gated_server_waits_for_its_gate_and_drains_until_cut() {
+    let (echo_addr, _echo_stop) = echo().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, cut) = (CancellationToken::new(), CancellationToken::new());
+    let _guard = Fixture {
+        addr,
+        stop: cut.clone(),
+    };
+    let (gate, rx) = tokio::sync::watch::channel(false);
+    let srv = SocksServer::new(Arc::new(Direct), SocksConfig::default());
+    let served = tokio::spawn(srv.serve_gated(listener, stop.clone(), cut.clone(), Some(rx)));
+
+    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    waiting.write_all(&[5, 1, 0]).await.unwrap();
+    let mut method = [0u8; 2];
+    let early = tokio::time::timeout(Duration::from_millis(300), waiting.read_exact(&mut method));
+    assert!(early.await.is_err(), "answered through a closed gate");
+    gate.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), waiting.read_exact(&mut method))
+        .await
+        .expect("answered once the gate opened")
+        .unwrap();
+    assert_eq!(method, [5, 0]);
+
+    let mut tunnel = open_tunnel(addr, echo_addr).await;
+    assert_eq!(roundtrip(&mut tunnel, b"before").await.unwrap(), b"before");
+    stop.cancel();
+    // Stopped: no more accepting, but the open tunnel still carries data.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!served.is_finished(), "returned while a tunnel was open");
+    assert_eq!(roundtrip(&mut tunnel, b"during").await.unwrap(), b"during");
+    let refused = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut c = TcpStream::connect(addr).await?;
+        c.write_all(&[5, 1, 0]).await?;
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).await.map(|_| b)
+    })
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a stopped server answered a new connection: {refused:?}"
+    );
+    cut.cancel();
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("returns once cut")
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the tunnel stays open after cut");
+}

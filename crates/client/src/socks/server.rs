@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use wireleap_daemon::CancellationToken;
 use wireleap_net::splice::{splice, SpliceLimits};
@@ -149,12 +149,27 @@ impl SocksServer {
 
     /// Accepts connections until `shutdown`; open connections are cut when it fires.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        self.serve_gated(listener, shutdown.clone(), shutdown, None)
+            .await;
+    }
+
+    /// Accepts connections while `gate` is open (`None`: always) until `stop`, then lets the
+    /// open ones run until they end or `cut` fires. During an upgrade's hand-over the
+    /// successor accepts on the same socket meanwhile, so the connections in progress finish
+    /// instead of breaking.
+    pub async fn serve_gated(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: CancellationToken,
+        cut: CancellationToken,
+        mut gate: Option<watch::Receiver<bool>>,
+    ) {
         let slots = Arc::new(Semaphore::new(self.config.max_connections));
         let mut tasks = JoinSet::new();
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
+                () = stop.cancelled() => break,
+                accepted = wireleap_net::gate::accept(&listener, &mut gate) => match accepted {
                     Ok((tcp, _peer)) => {
                         let Ok(permit) = slots.clone().try_acquire_owned() else {
                             tracing::warn!(limit = self.config.max_connections, "SOCKS connection limit reached, closing a new connection");
@@ -173,6 +188,19 @@ impl SocksServer {
                     }
                 },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        drop(listener);
+        if !tasks.is_empty() && !cut.is_cancelled() {
+            tracing::info!(
+                open = tasks.len(),
+                "SOCKS server stopped accepting; letting open connections finish"
+            );
+        }
+        loop {
+            tokio::select! {
+                () = cut.cancelled() => break,
+                next = tasks.join_next() => if next.is_none() { break },
             }
         }
         tasks.abort_all();
