@@ -13,7 +13,7 @@ use std::time::Duration;
 pub struct Cli {
     /// Directory for every daemon's home, logs and devnet.json (created; must not hold a
     /// running devnet).
-    #[arg(long, default_value = "wireleap-devnet")]
+    #[arg(long, global = true, default_value = "wireleap-devnet")]
     pub dir: PathBuf,
     /// Port of the client's SOCKS listener (default 13491 when free, else any free port).
     #[arg(long)]
@@ -31,6 +31,32 @@ pub struct Cli {
 pub enum Cmd {
     /// Print the relays the directory of a running devnet lists.
     Status,
+    /// Start a devnet in --dir, measure throughput and time to first byte through 3 and 1
+    /// relays against direct loopback, and a relay upgrade against a stop-then-start restart
+    /// under load; print the figures and stop
+    Bench {
+        /// MiB per throughput run
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        /// Throughput runs per case (the best counts)
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Time-to-first-byte samples per case (the median counts)
+        #[arg(long, default_value_t = 20)]
+        samples: u32,
+        /// Skip the upgrade and restart measurements
+        #[arg(long)]
+        no_upgrade: bool,
+    },
+    /// Release the next relay version (a stamped copy of the running build) on the running
+    /// devnet's signed "default" channel and point the directory's channel at it: the relays
+    /// upgrade themselves without dropping a connection (watch the status line)
+    Publish {
+        /// Publish a build that crashes at start instead: the relays try it, roll back,
+        /// skip it and report it to the directory, and keep serving the old version
+        #[arg(long)]
+        broken: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -39,6 +65,21 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None => run(&cli),
         Some(Cmd::Status) => status(&cli),
+        Some(Cmd::Publish { broken }) => publish(&cli, broken),
+        Some(Cmd::Bench {
+            mib,
+            rounds,
+            samples,
+            no_upgrade,
+        }) => bench(
+            &cli,
+            &crate::bench::BenchOptions {
+                mib,
+                rounds,
+                samples,
+                upgrade: !no_upgrade,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,9 +96,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let opts = Options {
-        dir: cli.dir.clone(),
         socks_port: cli.socks_port,
         verbose: !cli.quiet,
+        ..Options::new(&cli.dir)
     };
     let net = Devnet::launch(&opts)?;
     print_summary(&net);
@@ -90,6 +131,9 @@ fn print_summary(net: &Devnet) {
     println!("  directory  {}", i.directory);
     println!("  auth       {}", i.auth);
     println!("  ps-dummy   {}", i.ps_dummy);
+    if let Some(r) = &i.releases {
+        println!("  releases   {r}  (signed; channel \"default\")");
+    }
     for r in &i.relays {
         println!(
             "  relay      {:<9} {}  (status {})",
@@ -111,9 +155,60 @@ fn print_summary(net: &Devnet) {
         i.accesskeys.display()
     );
     println!(
+        "Watch the relays upgrade themselves: wireleap-devnet publish --dir {} [--broken]",
+        net.dir.display()
+    );
+    println!(
         "Everything is described in {}/devnet.json. Ctrl-C stops the network.\n",
         net.dir.display()
     );
+}
+
+fn bench(cli: &Cli, opts: &crate::bench::BenchOptions) -> anyhow::Result<()> {
+    let net = Devnet::launch(&Options {
+        socks_port: cli.socks_port,
+        verbose: !cli.quiet,
+        ..Options::new(&cli.dir)
+    })?;
+    let quiet = cli.quiet;
+    let say = move |m: &str| {
+        if !quiet {
+            eprintln!("bench: {m}");
+        }
+    };
+    let figures = crate::bench::run(&net, opts, &say)?;
+    println!(
+        "\nwireleap devnet figures ({} MiB per run, best of {}; TTFB median of {}):",
+        opts.mib, opts.rounds, opts.samples
+    );
+    crate::bench::print(&figures);
+    drop(net);
+    Ok(())
+}
+
+fn publish(cli: &Cli, broken: bool) -> anyhow::Result<()> {
+    if !cli.dir.join("devnet.json").exists() {
+        anyhow::bail!(
+            "no running devnet in {} (devnet.json is missing)",
+            cli.dir.display()
+        );
+    }
+    let relay = wireleap_e2e::binary(crate::releases::RELAY)?;
+    let p = crate::releases::publish(&cli.dir, &relay, broken)?;
+    if p.broken {
+        println!(
+            "published wireleap-relay {} (broken: it exits at start) on channel \"default\"; \
+             relays will try it within a heartbeat, roll back and skip it",
+            p.version
+        );
+    } else {
+        println!(
+            "published wireleap-relay {} on channel \"default\"; relays upgrade within a \
+             heartbeat or two (see the devnet's status line or `wireleap-devnet status`)",
+            p.version
+        );
+    }
+    Ok(())
 }
 
 fn status(cli: &Cli) -> anyhow::Result<()> {

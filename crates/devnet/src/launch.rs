@@ -24,6 +24,25 @@ pub struct Options {
     pub socks_port: Option<u16>,
     /// Print progress lines.
     pub verbose: bool,
+    /// Servicekey lifetime at the contract; relays submit sharetokens once it is over.
+    pub servicekey_duration: String,
+    /// How long after a servicekey expires its sharetokens are accepted; the contract
+    /// settles it afterwards.
+    pub submission_window: String,
+}
+
+impl Options {
+    /// Defaults for a network in `dir`: SOCKS on 13491 if free, progress lines, 10-minute
+    /// servicekeys with a 1-hour submission window.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Options {
+            dir: dir.into(),
+            socks_port: None,
+            verbose: true,
+            servicekey_duration: "10m".into(),
+            submission_window: "1h".into(),
+        }
+    }
 }
 
 /// What runs where: written to `DIR/devnet.json` once the SOCKS port works.
@@ -37,7 +56,7 @@ pub struct DevnetInfo {
     pub auth: String,
     /// ps-dummy base URL.
     pub ps_dummy: String,
-    /// Release server base URL (`null` until the release tool exists).
+    /// Base URL of the signed release repository the relays upgrade from.
     pub releases: Option<String>,
     /// The relays.
     pub relays: Vec<RelayInfo>,
@@ -78,6 +97,20 @@ pub struct Node {
     pub bin: &'static str,
     /// Home directory.
     pub home: PathBuf,
+    /// Runs as `<home>/<bin>` (a copy it may replace when it upgrades itself) instead of
+    /// the build in the target directory.
+    pub installed: bool,
+}
+
+impl Node {
+    /// The binary this node runs.
+    pub fn binary(&self) -> Result<PathBuf> {
+        if self.installed {
+            Ok(self.home.join(self.bin))
+        } else {
+            harness::binary(self.bin)
+        }
+    }
 }
 
 /// A running network. Dropping it stops every daemon.
@@ -90,6 +123,8 @@ pub struct Devnet {
     nodes: Vec<Node>,
     started: Vec<Node>,
     verbose: bool,
+    // After `started`: the release server outlives the daemons when dropped.
+    releases: Option<crate::releases::Releases>,
 }
 
 const ROLES: [&str; 3] = ["fronting", "entropic", "backing"];
@@ -117,6 +152,7 @@ impl Devnet {
             nodes: Vec::new(),
             started: Vec::new(),
             verbose: opts.verbose,
+            releases: None,
         };
         net.bring_up(opts)?;
         Ok(net)
@@ -133,6 +169,7 @@ impl Devnet {
             label: label.to_string(),
             bin,
             home: self.dir.join(label),
+            installed: bin == crate::releases::RELAY,
         };
         self.nodes.push(node.clone());
         node
@@ -147,6 +184,7 @@ impl Devnet {
             "wireleap-ps-dummy",
             "wireleap-relay",
             "wireleap",
+            "wireleap-release",
         ])
         .context("building the daemon binaries")?;
 
@@ -161,9 +199,23 @@ impl Devnet {
         let client = self.node("client", "wireleap");
 
         self.say("creating keys and certificates");
+        let relay_build = harness::binary(crate::releases::RELAY)?;
         for n in self.nodes.clone() {
             init(&n)?;
         }
+        let relay_version = semver::Version::parse(env!("CARGO_PKG_VERSION"))?;
+        self.say(format!(
+            "releasing wireleap-relay {relay_version} on the signed \"default\" channel"
+        ));
+        let releases = crate::releases::Releases::start(&self.dir, &relay_build, &relay_version)?;
+        let upgrade = json!({
+            "releases": releases.url,
+            "release_keys": [releases.pubkey],
+            "ready_timeout": "20s",
+            "watch_window": "3s",
+        });
+        let release_url = releases.url.clone();
+        self.releases = Some(releases);
         let contract_key = read_pubkey(&contract)?;
         let dir_key = read_pubkey(&dir)?;
         let auth_key = read_pubkey(&auth)?;
@@ -184,8 +236,8 @@ impl Devnet {
                 "address": contract_addr,
                 "endpoint": contract_url,
                 "proof_of_funding": [{"type": "dummy", "pubkey": auth_key, "endpoint": ps_url}],
-                "servicekey": {"value": "1000", "currency": "usd", "duration": "10m"},
-                "settlement": {"fee_percent": "5", "submission_window": "1h"},
+                "servicekey": {"value": "1000", "currency": "usd", "duration": opts.servicekey_duration},
+                "settlement": {"fee_percent": "5", "submission_window": opts.submission_window},
                 "directory": {"endpoint": dir_url, "public_key": dir_key},
                 "metadata": {"name": "wireleap devnet", "operator": "you"},
             }),
@@ -198,7 +250,7 @@ impl Devnet {
                 "contract": {"endpoint": contract_url, "public_key": contract_key},
                 "pow_cost": 0,
                 "relay_ttl": "15s",
-                "upgrade_channels": {"relay": {"default": {"version": "0.1.0", "rollout_percent": 100}}},
+                "upgrade_channels": {"relay": {"default": {"version": relay_version.to_string(), "rollout_percent": 100}}},
             }),
         )?;
         let ps_key = read_pubkey(&ps)?;
@@ -235,6 +287,8 @@ impl Devnet {
                     },
                     "rest_api": {"address": format!("http://{api}")},
                     "danger_zone": {"allow_loopback": true},
+                    "drain_timeout": "5s",
+                    "upgrade": upgrade,
                 }),
             )?;
             relay_infos.push(RelayInfo {
@@ -315,7 +369,7 @@ impl Devnet {
             directory: dir_url,
             auth: auth_url,
             ps_dummy: ps_url,
-            releases: None,
+            releases: Some(release_url),
             relays: relay_infos,
             client: ClientInfo {
                 home: client.home.clone(),
@@ -380,33 +434,71 @@ impl Devnet {
         }
     }
 
-    /// One status line: relays listed by the directory with their versions.
+    /// Each relay's `GET /api/status` (`None` if it does not answer).
+    pub fn relay_status(&self) -> Vec<Option<Value>> {
+        self.info
+            .relays
+            .iter()
+            .map(|r| {
+                r.api
+                    .trim_start_matches("http://")
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .and_then(|a| {
+                        crate::probe::http_get(a, "/api/status", Duration::from_secs(2)).ok()
+                    })
+                    .filter(|(code, _)| *code == 200)
+                    .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
+            })
+            .collect()
+    }
+
+    /// Each relay's software version from its status API (`down` if it does not answer).
+    pub fn relay_versions(&self) -> Vec<String> {
+        self.relay_status()
+            .into_iter()
+            .map(|s| {
+                s.and_then(|v| v["version"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "down".into())
+            })
+            .collect()
+    }
+
+    /// One status line: how many relays the directory lists, and per relay (from its status
+    /// API) the version it runs and its tunnel streams (open / since it started).
     pub fn status_line(&self) -> String {
-        let Ok(dir) = self
+        let listed = match self
             .info
             .directory
             .trim_start_matches("http://")
             .parse::<SocketAddr>()
-        else {
-            return "directory address unknown".into();
+        {
+            Ok(dir) => match listed_relays(dir) {
+                Ok(relays) => format!("listed {}", relays.len()),
+                Err(_) => "directory unreachable".to_string(),
+            },
+            Err(_) => "directory unknown".to_string(),
         };
-        match listed_relays(dir) {
-            Ok(relays) => {
-                let mut parts: Vec<String> = relays
-                    .iter()
-                    .map(|r| {
-                        format!(
-                            "{} {}",
-                            r["role"].as_str().unwrap_or("?"),
-                            r["versions"]["software"].as_str().unwrap_or("?")
-                        )
-                    })
-                    .collect();
-                parts.sort();
-                format!("relays listed: {} [{}]", relays.len(), parts.join(", "))
-            }
-            Err(e) => format!("directory unreachable: {e:#}"),
-        }
+        let relays: Vec<String> = self
+            .info
+            .relays
+            .iter()
+            .zip(self.relay_status())
+            .map(|(r, status)| match status {
+                Some(v) => format!(
+                    "{} {} {}/{}",
+                    r.role,
+                    v["version"].as_str().unwrap_or("?"),
+                    v["streams"]["open"].as_u64().unwrap_or(0),
+                    v["streams"]["total"].as_u64().unwrap_or(0)
+                ),
+                None => format!("{} down", r.role),
+            })
+            .collect();
+        format!(
+            "relays ({listed}; version streams open/total): {}",
+            relays.join(" | ")
+        )
     }
 }
 
@@ -433,7 +525,7 @@ fn placeholder_info() -> DevnetInfo {
 }
 
 fn run_bin(n: &Node, args: &[&str], timeout: Duration) -> Result<harness::Output> {
-    let bin = harness::binary(n.bin)?;
+    let bin = n.binary()?;
     let mut cmd = Command::new(bin);
     cmd.arg("--home").arg(&n.home).args(args);
     harness::run(&mut cmd, timeout)
@@ -441,6 +533,12 @@ fn run_bin(n: &Node, args: &[&str], timeout: Duration) -> Result<harness::Output
 
 fn init(n: &Node) -> Result<()> {
     std::fs::create_dir_all(&n.home)?;
+    if n.installed {
+        let from = harness::binary(n.bin)?;
+        let to = n.home.join(n.bin);
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("installing {} as {}", from.display(), to.display()))?;
+    }
     let out = run_bin(n, &["init"], Duration::from_secs(30))?;
     if out.code() != Some(0) {
         bail!("{} init failed: {}", n.label, out.all());

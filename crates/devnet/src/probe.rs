@@ -15,10 +15,23 @@ pub fn http_via_socks(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>)> {
+    let s = socks_connect(socks, host, port, timeout)?;
+    http_exchange(s, host, path)
+}
+
+/// A SOCKSv5 CONNECT to `host:port` (resolved by the proxy) through `socks`; returns the
+/// stream once the proxy reported success. Reads and writes on it time out after `timeout`.
+pub fn socks_connect(
+    socks: SocketAddr,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream> {
     let mut s = TcpStream::connect_timeout(&socks, timeout)
         .with_context(|| format!("connecting to the SOCKS port {socks}"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    let _ = s.set_nodelay(true);
     s.write_all(&[5, 1, 0])?;
     let mut reply = [0u8; 2];
     s.read_exact(&mut reply)
@@ -49,7 +62,7 @@ pub fn http_via_socks(
     };
     let mut rest = vec![0u8; addr_len + 2];
     s.read_exact(&mut rest)?;
-    http_exchange(s, host, path)
+    Ok(s)
 }
 
 /// GET `http://{addr}{path}` directly.
@@ -128,4 +141,66 @@ fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>> {
         out.extend_from_slice(&raw[..size]);
         raw = &raw[size + 2..];
     }
+}
+
+/// Sends `payload` to the UDP service at `to` through the SOCKSv5 proxy's UDP ASSOCIATE and
+/// returns the first datagram that comes back (the association's TCP connection is held
+/// open meanwhile, as RFC 1928 requires).
+pub fn udp_via_socks(
+    socks: SocketAddr,
+    to: SocketAddr,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>> {
+    let SocketAddr::V4(target) = to else {
+        bail!("only IPv4 targets are supported here, got {to}");
+    };
+    let mut ctl = TcpStream::connect_timeout(&socks, timeout)
+        .with_context(|| format!("connecting to the SOCKS port {socks}"))?;
+    ctl.set_read_timeout(Some(timeout))?;
+    ctl.write_all(&[5, 1, 0])?;
+    let mut reply = [0u8; 2];
+    ctl.read_exact(&mut reply)?;
+    if reply != [5, 0] {
+        bail!("SOCKS server refused no-auth: {reply:?}");
+    }
+    ctl.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])?;
+    let mut head = [0u8; 4];
+    ctl.read_exact(&mut head)
+        .context("reading the UDP ASSOCIATE reply")?;
+    if head[1] != 0 {
+        bail!("SOCKS UDP ASSOCIATE failed with reply code {}", head[1]);
+    }
+    if head[3] != 1 {
+        bail!(
+            "UDP ASSOCIATE reply with address type {} (expected IPv4)",
+            head[3]
+        );
+    }
+    let mut bnd = [0u8; 6];
+    ctl.read_exact(&mut bnd)?;
+    let mut relay_ip = std::net::Ipv4Addr::new(bnd[0], bnd[1], bnd[2], bnd[3]);
+    if relay_ip.is_unspecified() {
+        relay_ip = match socks.ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => std::net::Ipv4Addr::LOCALHOST,
+        };
+    }
+    let relay = SocketAddr::from((relay_ip, u16::from_be_bytes([bnd[4], bnd[5]])));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    udp.set_read_timeout(Some(timeout))?;
+    let mut dgram = vec![0, 0, 0, 1];
+    dgram.extend_from_slice(&target.ip().octets());
+    dgram.extend_from_slice(&target.port().to_be_bytes());
+    dgram.extend_from_slice(payload);
+    udp.send_to(&dgram, relay)?;
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = udp
+        .recv_from(&mut buf)
+        .context("waiting for the echoed datagram")?;
+    if n < 10 || buf[3] != 1 {
+        bail!("malformed SOCKS UDP datagram of {n} bytes");
+    }
+    drop(ctl);
+    Ok(buf[10..n].to_vec())
 }

@@ -91,9 +91,8 @@ fn traffic_through_one_and_three_hops_import_and_relay_expiry() {
     let scratch = tempfile::tempdir().unwrap();
     let socks_port = harness::free_port().unwrap();
     let net = Devnet::launch(&Options {
-        dir: scratch.path().join("net"),
         socks_port: Some(socks_port),
-        verbose: true,
+        ..Options::new(scratch.path().join("net"))
     })
     .expect("the devnet comes up");
     let socks: SocketAddr = net.info.client.socks.parse().unwrap();
@@ -124,6 +123,31 @@ fn traffic_through_one_and_three_hops_import_and_relay_expiry() {
             "curl is not installed: the curl half of this test used the built-in SOCKS client only"
         );
     }
+
+    // UDP ASSOCIATE: a datagram to a UDP echo server on 127.0.0.1 goes through the 3-hop
+    // circuit and its echo comes back.
+    let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for _ in 0..100 {
+            let Ok((n, from)) = echo.recv_from(&mut buf) else {
+                return;
+            };
+            let _ = echo.send_to(&buf[..n], from);
+        }
+    });
+    let got = harness::wait_for(Duration::from_secs(30), "a UDP echo through 3 hops", || {
+        wireleap_devnet::probe::udp_via_socks(
+            socks,
+            echo_addr,
+            b"wireleap udp ping",
+            Duration::from_secs(5),
+        )
+        .ok()
+    })
+    .unwrap();
+    assert_eq!(got, b"wireleap udp ping");
 
     // The same through a 1-hop circuit, switched on the running client.
     let out = client(&net, &["config", "circuit.hops", "1"], None);

@@ -45,6 +45,19 @@ pub const DAEMONS: [(&str, &str); 7] = [
     ("wireleap", "wireleap"),
 ];
 
+/// Binaries that are tools, not daemons, which [`binary`] and [`binaries`] also build:
+/// (binary, package).
+pub const TOOLS: [(&str, &str); 1] = [("wireleap-release", "wireleap-release")];
+
+fn package_of(name: &str) -> Result<&'static str> {
+    DAEMONS
+        .iter()
+        .chain(TOOLS.iter())
+        .find(|(bin, _)| *bin == name)
+        .map(|(_, pkg)| *pkg)
+        .ok_or_else(|| anyhow!("{name} is not one of the workspace's binaries; use binary_of"))
+}
+
 /// The workspace root (where `Cargo.toml` with `[workspace]` is).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -99,31 +112,29 @@ pub fn binaries(names: &[&str]) -> Result<Vec<PathBuf>> {
     if std::env::var_os(BIN_DIR_ENV).is_none() {
         let pairs = names
             .iter()
-            .map(|name| {
-                DAEMONS
-                    .iter()
-                    .find(|(bin, _)| bin == name)
-                    .map(|(bin, pkg)| (*pkg, *bin))
-                    .ok_or_else(|| anyhow!("{name} is not one of the daemon binaries"))
-            })
+            .map(|name| package_of(name).map(|pkg| (pkg, *name)))
             .collect::<Result<Vec<_>>>()?;
         build_many(&pairs, &profile_dir()?)?;
     }
     names.iter().map(|n| binary(n)).collect()
 }
 
-/// Path of one of the seven daemon binaries (see [`DAEMONS`]), built if needed.
+/// Path of one of the seven daemon binaries (see [`DAEMONS`]) or a tool ([`TOOLS`]), built
+/// if needed.
 pub fn binary(name: &str) -> Result<PathBuf> {
-    let package = DAEMONS
-        .iter()
-        .find(|(bin, _)| *bin == name)
-        .map(|(_, pkg)| *pkg)
-        .ok_or_else(|| anyhow!("{name} is not one of the daemon binaries; use binary_of"))?;
-    binary_of(package, name)
+    binary_of(package_of(name)?, name)
 }
 
 fn build(package: &str, name: &str, profile_dir: &Path) -> Result<()> {
     build_many(&[(package, name)], profile_dir)
+}
+
+fn which_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
 }
 
 fn build_many(pairs: &[(&str, &str)], profile_dir: &Path) -> Result<()> {
@@ -134,7 +145,11 @@ fn build_many(pairs: &[(&str, &str)], profile_dir: &Path) -> Result<()> {
     let target_dir = profile_dir
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent", profile_dir.display()))?;
+    // Under cargo (tests, `cargo run`) CARGO names the right toolchain. A binary started by
+    // hand uses the `cargo` on PATH (the rustup proxy picks the toolchain); the toolchain's
+    // own cargo from build time would run rustc outside rustup's toolchain selection.
     let cargo = std::env::var_os("CARGO")
+        .or_else(|| which_on_path("cargo").map(Into::into))
         .or_else(|| option_env!("CARGO").map(Into::into))
         .unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
