@@ -99,8 +99,9 @@ pub struct CircuitConfig {
     pub whitelist: Option<Vec<String>>,
     /// How often the relay list is fetched again (also after circuit errors).
     pub refresh: String,
-    /// Milliseconds a SOCKS CONNECT waits for the target's first bytes or refusal before
-    /// replying success (0 = reply at once, as the original did).
+    /// Extra milliseconds a SOCKS CONNECT waits for the target's first bytes after the
+    /// circuit reported the target connected, before replying success (0, the default,
+    /// replies as soon as the backing relay has connected the target).
     pub target_wait_ms: u64,
 }
 
@@ -110,7 +111,7 @@ impl Default for CircuitConfig {
             hops: 1,
             whitelist: None,
             refresh: "5m".into(),
-            target_wait_ms: 100,
+            target_wait_ms: 0,
         }
     }
 }

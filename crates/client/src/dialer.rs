@@ -621,6 +621,16 @@ impl ProxyStream for CircuitStream {
             None => io_reply(err),
         }
     }
+
+    fn poll_established(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.inner.poll_established(cx) {
+            Poll::Ready(Err(e)) => {
+                self.on_failure(&e);
+                Poll::Ready(Err(e))
+            }
+            other => other,
+        }
+    }
 }
 
 impl AsyncRead for CircuitStream {

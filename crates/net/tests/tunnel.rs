@@ -289,6 +289,66 @@ async fn wl_status_trailer_reaches_the_client_as_a_typed_error() {
     assert_eq!(status_of(&err), Some(expected));
 }
 
+/// `poll_established`: open once headers came alone, refused when a status follows them
+/// (trailer or header block), body bytes already there stay for the next read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_reports_acceptance_without_waiting_for_the_target() {
+    async fn established(s: &mut wireleap_net::tunnel::TunnelStream) -> std::io::Result<()> {
+        let fut = std::future::poll_fn(|cx| s.poll_established(cx));
+        tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .expect("poll_established hung")
+    }
+    let relay = start_relay(1, ServeConfig::default()).await;
+    let session = connect(&relay).await;
+
+    // An echo target that never speaks first: established as soon as it is connected.
+    let echo = echo_server().await;
+    let mut stream = session
+        .open("/", format!("CONNECT {}", echo.addr).as_bytes())
+        .await
+        .unwrap();
+    established(&mut stream).await.unwrap();
+    stream.write_all(b"after").await.unwrap();
+    let mut buf = [0u8; 5];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"after");
+
+    // Refused with a trailer: the status, not success.
+    let mut stream = session.open("/", b"FAIL refused by test").await.unwrap();
+    let err = established(&mut stream).await.unwrap_err();
+    assert_eq!(status_of(&err), Some("refused by test"));
+    // ...and later reads agree.
+    let err = stream.read(&mut [0u8; 4]).await.unwrap_err();
+    assert_eq!(status_of(&err), Some("refused by test"));
+
+    // Refused with the status in the header block (older relays).
+    let mut stream = session.open("/", b"HEADERSTATUS old style").await.unwrap();
+    let err = established(&mut stream).await.unwrap_err();
+    assert_eq!(status_of(&err), Some("old style"));
+
+    // Data that arrived with the headers is kept for the next read.
+    let mut stream = session.open("/", b"CLOSE").await.unwrap();
+    established(&mut stream).await.unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"bye");
+
+    // A silent relay: bounded by the response timeout like a read.
+    let tcp = tls::dial_tcp(&relay.addr.to_string(), T).await.unwrap();
+    let tls = tls::dial_tls(tcp, None, Some(relay.pubkey), T)
+        .await
+        .unwrap();
+    let cfg = wireleap_net::tunnel::SessionConfig {
+        response_timeout: Duration::from_millis(300),
+        ..session_config()
+    };
+    let session = Session::handshake(tls, cfg).await.unwrap();
+    let mut stream = session.open("/", b"SILENT").await.unwrap();
+    let err = established(&mut stream).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wl_status_in_the_header_block_is_understood_too() {
     let relay = start_relay(1, ServeConfig::default()).await;

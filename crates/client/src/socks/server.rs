@@ -6,9 +6,11 @@
 //! task and a few hundred bytes, never the process. Where a request leads is the
 //! [`Connector`]'s business.
 //!
-//! After a successful connect the server waits up to [`SocksConfig::target_wait`] for the
-//! first bytes or an error from the far end before it replies, so a target that refuses the
-//! connection is answered with its reply code instead of success-then-close.
+//! After a connect the server replies only once the stream is established
+//! ([`ProxyStream::poll_established`]: through a circuit, when the backing relay has
+//! connected the target), so a target that refuses the connection is answered with its
+//! reply code instead of success-then-close, without waiting for the target to speak.
+//! [`SocksConfig::target_wait`] (0 by default) can add a wait for the target's first bytes.
 
 use super::codec::{
     self, Command, Greeting, ReplyMsg, Request, SocksError, TargetAddr, METHOD_NONE_ACCEPTABLE,
@@ -21,6 +23,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -37,6 +40,14 @@ pub trait ProxyStream: AsyncRead + AsyncWrite + Unpin + Send {
     fn failure_reply(&self, err: &io::Error) -> Reply {
         let _ = err;
         Reply::HostUnreachable
+    }
+
+    /// Resolves once the far end has accepted the connection (for a circuit: the backing
+    /// relay connected the target), or with the error that refused it. The default is
+    /// ready at once, for streams that are connected when handed out.
+    fn poll_established(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _ = cx;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -105,7 +116,7 @@ impl Default for SocksConfig {
         SocksConfig {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
-            target_wait: Duration::from_millis(100),
+            target_wait: Duration::ZERO,
             splice: SpliceLimits::default(),
             max_connections: 4096,
             max_udp_flows: 256,
@@ -256,7 +267,15 @@ impl SocksServer {
             let _ = send_reply(&mut tcp, &ReplyMsg::error(Reply::GeneralFailure)).await;
             return;
         }
-        // Wait briefly for the far end's first bytes or refusal (see the module doc).
+        // Reply only once the far end accepted the stream, so a refused target gets its
+        // reply code instead of success-then-close (see the module doc).
+        if let Err(err) = std::future::poll_fn(|cx| stream.poll_established(cx)).await {
+            let reply = stream.failure_reply(&err);
+            tracing::info!(%reply, error = %err, "target refused");
+            let _ = send_reply(&mut tcp, &ReplyMsg::error(reply)).await;
+            return;
+        }
+        // Optionally wait a little longer for the target's first bytes or refusal.
         let mut first = Vec::new();
         if !self.config.target_wait.is_zero() {
             let mut buf = vec![0u8; 16 << 10];

@@ -16,7 +16,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -394,6 +394,96 @@ fn status_value(headers: &HeaderMap) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
+impl TunnelStream {
+    /// Waits for the response headers; the state moves from `Waiting` to `Body` or `Failed`.
+    fn poll_headers(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let ReadState::Waiting { response, timer } = &mut self.read else {
+            return Poll::Ready(Ok(()));
+        };
+        match Pin::new(response).poll(cx) {
+            Poll::Ready(Ok(resp)) => {
+                if resp.status() != StatusCode::OK {
+                    let msg = TunnelError::HttpStatus(resp.status().as_u16()).to_string();
+                    let kind = io::ErrorKind::ConnectionRefused;
+                    return Poll::Ready(Err(self.fail(Failure::Other(kind, msg))));
+                }
+                let header_status = status_value(resp.headers());
+                self.read = ReadState::Body {
+                    reader: BodyReader::new(resp.into_body()),
+                    header_status,
+                };
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(self.fail_h2(err))),
+            Poll::Pending => {
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let err = TunnelError::Timeout {
+                    what: "tunnel response headers",
+                    after: self.response_timeout,
+                };
+                let msg = err.to_string();
+                Poll::Ready(Err(self.fail(Failure::Other(io::ErrorKind::TimedOut, msg))))
+            }
+        }
+    }
+
+    /// The body ended (END_STREAM or `RST_STREAM(NO_ERROR)`): the status comes from the
+    /// trailers, else from the response headers.
+    fn poll_end(&mut self, cx: &mut Context<'_>, reset: bool) -> Poll<io::Result<()>> {
+        let ReadState::Body {
+            reader,
+            header_status,
+        } = &mut self.read
+        else {
+            return Poll::Ready(Ok(()));
+        };
+        let trailers = if reset {
+            None
+        } else {
+            match reader.recv_mut().poll_trailers(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(t)) => t,
+                Poll::Ready(Err(err)) if tio::is_reset_no_error(&err) => None,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(self.fail_h2(err))),
+            }
+        };
+        let status = trailers
+            .as_ref()
+            .and_then(status_value)
+            .or_else(|| header_status.take());
+        self.end(status)
+    }
+
+    /// Resolves once the far end has accepted the tunnel: its response headers arrived and
+    /// the stream did not end with a `wl-status` right behind them. A relay sends the
+    /// headers of a stream it forwards only after the next hop or target is connected, and
+    /// a refusal as headers and trailers together, so this tells a SOCKS client whether
+    /// its CONNECT worked without waiting for the target to speak. Body bytes that already
+    /// arrived stay buffered for the next read. Bounded by the response timeout.
+    pub fn poll_established(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match &mut self.read {
+                ReadState::Waiting { .. } => ready!(self.poll_headers(cx))?,
+                ReadState::Body { reader, .. } => {
+                    return match reader.poll_fill(cx) {
+                        // Nothing more yet: the headers came alone, so the tunnel is open.
+                        Poll::Pending | Poll::Ready(Ok(ReadStep::Data)) => Poll::Ready(Ok(())),
+                        Poll::Ready(Ok(ReadStep::End)) => self.poll_end(cx, false),
+                        Poll::Ready(Err(err)) if tio::is_reset_no_error(&err) => {
+                            self.poll_end(cx, true)
+                        }
+                        Poll::Ready(Err(err)) => Poll::Ready(Err(self.fail_h2(err))),
+                    };
+                }
+                ReadState::Done => return Poll::Ready(Ok(())),
+                ReadState::Failed(failure) => return Poll::Ready(Err(failure.to_io())),
+            }
+        }
+    }
+}
+
 impl AsyncRead for TunnelStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -403,66 +493,18 @@ impl AsyncRead for TunnelStream {
         let this = self.get_mut();
         loop {
             match &mut this.read {
-                ReadState::Waiting { response, timer } => match Pin::new(response).poll(cx) {
-                    Poll::Ready(Ok(resp)) => {
-                        if resp.status() != StatusCode::OK {
-                            let err = TunnelError::HttpStatus(resp.status().as_u16());
-                            let msg = err.to_string();
-                            this.read = ReadState::Failed(Failure::Other(
-                                io::ErrorKind::ConnectionRefused,
-                                msg,
-                            ));
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::ConnectionRefused,
-                                err,
-                            )));
+                ReadState::Waiting { .. } => ready!(this.poll_headers(cx))?,
+                ReadState::Body { reader, .. } => {
+                    return match reader.poll_read(cx, buf) {
+                        Poll::Ready(Ok(ReadStep::Data)) => Poll::Ready(Ok(())),
+                        Poll::Ready(Ok(ReadStep::End)) => this.poll_end(cx, false),
+                        Poll::Ready(Err(err)) if tio::is_reset_no_error(&err) => {
+                            this.poll_end(cx, true)
                         }
-                        let header_status = status_value(resp.headers());
-                        this.read = ReadState::Body {
-                            reader: BodyReader::new(resp.into_body()),
-                            header_status,
-                        };
-                    }
-                    Poll::Ready(Err(err)) => return Poll::Ready(Err(this.fail_h2(err))),
-                    Poll::Pending => {
-                        if timer.as_mut().poll(cx).is_ready() {
-                            let err = TunnelError::Timeout {
-                                what: "tunnel response headers",
-                                after: this.response_timeout,
-                            };
-                            let msg = err.to_string();
-                            this.read =
-                                ReadState::Failed(Failure::Other(io::ErrorKind::TimedOut, msg));
-                            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, err)));
-                        }
-                        return Poll::Pending;
-                    }
-                },
-                ReadState::Body {
-                    reader,
-                    header_status,
-                } => match reader.poll_read(cx, buf) {
-                    Poll::Ready(Ok(ReadStep::Data)) => return Poll::Ready(Ok(())),
-                    Poll::Ready(Ok(ReadStep::End)) => {
-                        let trailers = match reader.recv_mut().poll_trailers(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Ok(t)) => t,
-                            Poll::Ready(Err(err)) if tio::is_reset_no_error(&err) => None,
-                            Poll::Ready(Err(err)) => return Poll::Ready(Err(this.fail_h2(err))),
-                        };
-                        let status = trailers
-                            .as_ref()
-                            .and_then(status_value)
-                            .or_else(|| header_status.take());
-                        return this.end(status);
-                    }
-                    Poll::Ready(Err(err)) if tio::is_reset_no_error(&err) => {
-                        let status = header_status.take();
-                        return this.end(status);
-                    }
-                    Poll::Ready(Err(err)) => return Poll::Ready(Err(this.fail_h2(err))),
-                    Poll::Pending => return Poll::Pending,
-                },
+                        Poll::Ready(Err(err)) => Poll::Ready(Err(this.fail_h2(err))),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
                 ReadState::Done => return Poll::Ready(Ok(())),
                 ReadState::Failed(failure) => return Poll::Ready(Err(failure.to_io())),
             }

@@ -38,6 +38,22 @@ impl BodyReader {
         &mut self.recv
     }
 
+    /// Makes body bytes available without copying them out: `Data` when some are buffered
+    /// for the next [`BodyReader::poll_read`], `End` at END_STREAM.
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReadStep, h2::Error>> {
+        while self.pending.is_empty() {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(chunk)) => {
+                    let _ = self.recv.flow_control().release_capacity(chunk.len());
+                    self.pending = chunk;
+                }
+                Some(Err(err)) => return Poll::Ready(Err(err)),
+                None => return Poll::Ready(Ok(ReadStep::End)),
+            }
+        }
+        Poll::Ready(Ok(ReadStep::Data))
+    }
+
     /// Copies body bytes into `buf`. Capacity is released as soon as a frame arrives: the
     /// leftover it leaves here is bounded by one frame, and the peer can keep sending.
     pub(crate) fn poll_read(
