@@ -129,9 +129,14 @@ impl SpliceError {
     }
 }
 
-/// One direction's copy state.
+/// Bytes the first read of a direction takes from the stack, before its buffer exists.
+const PROBE: usize = 1024;
+
+/// One direction's copy state. The buffer is allocated when the first byte arrives, so an
+/// idle stream (most of them, on a busy relay) holds no copy buffers at all.
 struct Half {
     buf: Box<[u8]>,
+    size: usize,
     pos: usize,
     cap: usize,
     read_done: bool,
@@ -146,7 +151,8 @@ struct Half {
 impl Half {
     fn new(size: usize) -> Self {
         Self {
-            buf: vec![0u8; size.max(1)].into_boxed_slice(),
+            buf: Box::default(),
+            size: size.max(1),
             pos: 0,
             cap: 0,
             read_done: false,
@@ -184,6 +190,29 @@ impl Half {
                 Poll::Pending => return,
             }
         }
+    }
+
+    /// The direction's first read, before a buffer exists: into a small stack buffer, and
+    /// only when bytes arrive is the buffer allocated (with them in it, topped up).
+    fn poll_first<R>(&mut self, cx: &mut Context<'_>, reader: &mut R) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+    {
+        let mut probe = [0u8; PROBE];
+        let len = PROBE.min(self.size);
+        let mut rb = ReadBuf::new(&mut probe[..len]);
+        ready!(Pin::new(&mut *reader).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        if n == 0 {
+            self.read_done = true;
+            return Poll::Ready(Ok(()));
+        }
+        let mut buf = vec![0u8; self.size].into_boxed_slice();
+        buf[..n].copy_from_slice(&probe[..n]);
+        self.buf = buf;
+        self.cap = n;
+        self.fill_more(cx, reader);
+        Poll::Ready(Ok(()))
     }
 
     /// Copies until the reader is pending or at EOF; on EOF shuts the writer down.
@@ -235,6 +264,13 @@ impl Half {
             }
             self.pos = 0;
             self.cap = 0;
+            if self.buf.is_empty() {
+                match self.poll_first(cx, reader) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err((Op::Read, true, err))),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             let mut rb = ReadBuf::new(&mut self.buf);
             match Pin::new(&mut *reader).poll_read(cx, &mut rb) {
                 Poll::Pending => {
@@ -377,6 +413,31 @@ where
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn buffers_are_allocated_only_when_bytes_arrive() {
+        let (mut feed, mut reader) = tokio::io::duplex(1 << 16);
+        let (mut writer, mut sink) = tokio::io::duplex(1 << 16);
+        let mut half = Half::new(64 << 10);
+        let mut progressed = false;
+        let mut poll_once = |half: &mut Half| {
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let mut meter = |_| {};
+            let _ = half.poll_copy(&mut cx, &mut reader, &mut writer, &mut progressed, &mut meter);
+        };
+        poll_once(&mut half);
+        assert!(half.buf.is_empty(), "an idle direction holds no buffer");
+        // More than the probe reads at once: the rest is topped up into the real buffer.
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 241) as u8).collect();
+        feed.write_all(&data).await.unwrap();
+        poll_once(&mut half);
+        assert_eq!(half.buf.len(), 64 << 10);
+        let mut got = vec![0u8; data.len()];
+        sink.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, data);
+        assert_eq!(half.total, data.len() as u64);
+    }
 
     #[tokio::test]
     async fn copies_both_ways_and_half_closes() {
