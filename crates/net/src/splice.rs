@@ -17,8 +17,13 @@ use tokio::time::Instant;
 /// Limits for one splice.
 #[derive(Debug, Clone)]
 pub struct SpliceLimits {
-    /// Bytes read at a time per direction (one buffer per direction).
+    /// Size of a direction's buffer when its first bytes arrive (none is held before).
     pub buffer_size: usize,
+    /// A direction whose reads keep filling its buffer (a bulk transfer) has the buffer
+    /// doubled, up to this size, so a large copy moves in few large writes (one HTTP/2 frame
+    /// or TLS record batch each) while interactive streams stay small. Below
+    /// `buffer_size`, `buffer_size` is used.
+    pub max_buffer_size: usize,
     /// End the splice after this long regardless of traffic (`maxtime`).
     pub max_lifetime: Option<Duration>,
     /// End the splice when no byte moved in either direction for this long.
@@ -32,7 +37,8 @@ pub struct SpliceLimits {
 impl Default for SpliceLimits {
     fn default() -> Self {
         Self {
-            buffer_size: 256 << 10,
+            buffer_size: 16 << 10,
+            max_buffer_size: 256 << 10,
             max_lifetime: None,
             idle_timeout: Some(Duration::from_secs(900)),
             half_close: true,
@@ -137,6 +143,9 @@ const PROBE: usize = 1024;
 struct Half {
     buf: Box<[u8]>,
     size: usize,
+    max: usize,
+    /// The last read filled the whole buffer: grow it before the next one.
+    full: bool,
     pos: usize,
     cap: usize,
     read_done: bool,
@@ -149,10 +158,13 @@ struct Half {
 }
 
 impl Half {
-    fn new(size: usize) -> Self {
+    fn new(size: usize, max: usize) -> Self {
+        let size = size.max(1);
         Self {
             buf: Box::default(),
-            size: size.max(1),
+            size,
+            max: max.max(size),
+            full: false,
             pos: 0,
             cap: 0,
             read_done: false,
@@ -264,6 +276,11 @@ impl Half {
             }
             self.pos = 0;
             self.cap = 0;
+            if self.full && self.buf.len() < self.max {
+                let len = (self.buf.len() * 2).min(self.max);
+                self.buf = vec![0u8; len].into_boxed_slice();
+            }
+            self.full = false;
             if self.buf.is_empty() {
                 match self.poll_first(cx, reader) {
                     Poll::Ready(Ok(())) => continue,
@@ -294,6 +311,7 @@ impl Half {
                     } else {
                         self.cap = n;
                         self.fill_more(cx, reader);
+                        self.full = self.cap == self.buf.len();
                     }
                 }
             }
@@ -314,8 +332,8 @@ where
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
     M: FnMut(Direction, usize),
 {
-    let mut ab = Half::new(limits.buffer_size);
-    let mut ba = Half::new(limits.buffer_size);
+    let mut ab = Half::new(limits.buffer_size, limits.max_buffer_size);
+    let mut ba = Half::new(limits.buffer_size, limits.max_buffer_size);
     let mut lifetime = limits
         .max_lifetime
         .map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
@@ -418,13 +436,19 @@ mod tests {
     async fn buffers_are_allocated_only_when_bytes_arrive() {
         let (mut feed, mut reader) = tokio::io::duplex(1 << 16);
         let (mut writer, mut sink) = tokio::io::duplex(1 << 16);
-        let mut half = Half::new(64 << 10);
+        let mut half = Half::new(4 << 10, 16 << 10);
         let mut progressed = false;
         let mut poll_once = |half: &mut Half| {
             let waker = futures_util::task::noop_waker();
             let mut cx = Context::from_waker(&waker);
             let mut meter = |_| {};
-            let _ = half.poll_copy(&mut cx, &mut reader, &mut writer, &mut progressed, &mut meter);
+            let _ = half.poll_copy(
+                &mut cx,
+                &mut reader,
+                &mut writer,
+                &mut progressed,
+                &mut meter,
+            );
         };
         poll_once(&mut half);
         assert!(half.buf.is_empty(), "an idle direction holds no buffer");
@@ -432,11 +456,36 @@ mod tests {
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 241) as u8).collect();
         feed.write_all(&data).await.unwrap();
         poll_once(&mut half);
-        assert_eq!(half.buf.len(), 64 << 10);
+        assert_eq!(half.buf.len(), 4 << 10);
         let mut got = vec![0u8; data.len()];
         sink.read_exact(&mut got).await.unwrap();
         assert_eq!(got, data);
         assert_eq!(half.total, data.len() as u64);
+        // A bulk transfer (every read fills the buffer) doubles it up to the maximum.
+        let bulk: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+        let expect = bulk.clone();
+        let pump = tokio::spawn(async move { feed.write_all(&bulk).await.map(|()| feed) });
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        for _ in 0..100_000 {
+            if got.len() >= expect.len() {
+                break;
+            }
+            poll_once(&mut half);
+            sizes.push(half.buf.len());
+            let mut chunk = vec![0u8; 1 << 16];
+            let wait = std::time::Duration::from_millis(1);
+            if let Ok(n) = tokio::time::timeout(wait, sink.read(&mut chunk)).await {
+                got.extend_from_slice(&chunk[..n.unwrap()]);
+            }
+        }
+        assert_eq!(got, expect);
+        assert!(sizes.iter().all(|&s| s <= 16 << 10), "{sizes:?}");
+        assert!(
+            sizes.contains(&(16 << 10)),
+            "a bulk direction grows: {sizes:?}"
+        );
+        drop(pump.await.unwrap());
     }
 
     #[tokio::test]
