@@ -225,7 +225,9 @@ pub async fn gate(
         headers: parts.headers,
         body: bytes,
     };
-    if let Some(key) = key {
+    // A server error is not an answer to replay: clients re-send 500/502 with the same key
+    // (protocol.md §7.5), and that retry must run the handler again.
+    if let Some(key) = key.filter(|_| !cached.status.is_server_error()) {
         if let Ok(mut c) = state.cache.lock() {
             c.put(key, cached.clone());
         }

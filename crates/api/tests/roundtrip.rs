@@ -22,6 +22,7 @@ struct Echo {
 async fn start(counter: Arc<AtomicUsize>) -> (String, CancellationToken) {
     let state = ApiState::new(&[Interface::RelayContract]);
     let c2 = counter.clone();
+    let c3 = counter.clone();
     let router = Router::new()
         .route(
             "/signed",
@@ -38,6 +39,20 @@ async fn start(counter: Arc<AtomicUsize>) -> (String, CancellationToken) {
             post(|b: JsonBody<Echo>| async move { ApiJson(b.0) }),
         )
         .route("/info", get(|| async { ApiJson(Echo { n: 7 }) }))
+        .route(
+            "/flaky",
+            post(move |b: JsonBody<Echo>| {
+                let c = c3.clone();
+                async move {
+                    // Fails the first time it runs, succeeds after.
+                    if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                        Err(wireleap_api::StatusReply(Status::internal()))
+                    } else {
+                        Ok(ApiJson(b.0))
+                    }
+                }
+            }),
+        )
         .route(
             "/fail",
             get(|| async { wireleap_api::StatusReply(Status::internal()) }),
@@ -149,6 +164,30 @@ async fn same_idempotency_key_replays_without_running_the_handler() {
         )
         .await
         .unwrap();
+    assert_eq!(counter.load(Ordering::SeqCst), 2);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_server_error_is_not_replayed_to_a_retry() {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let (url, stop) = start(counter.clone()).await;
+    let client = ApiClient::new(None, false).unwrap();
+    let body = bytes::Bytes::from_static(b"{\"n\":5}");
+    let url = format!("{url}/flaky");
+    let first = client
+        .send_once(&Method::POST, &url, &body, Some("k9"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(first.status().unwrap().code, 500);
+    // The retry with the same key runs the handler again and its success is then replayed.
+    for _ in 0..2 {
+        let again = client
+            .send_once(&Method::POST, &url, &body, Some("k9"), &[])
+            .await
+            .unwrap();
+        assert_eq!(again.status, 200);
+    }
     assert_eq!(counter.load(Ordering::SeqCst), 2);
     stop.cancel();
 }

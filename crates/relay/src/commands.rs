@@ -28,7 +28,7 @@ pub enum RelayCommand {
         #[arg(long, value_name = "URL")]
         contract: String,
         /// Payout destination, in the format the contract's payout info page gives
-        #[arg(long, value_name = "DEST")]
+        #[arg(long, value_name = "DEST", allow_hyphen_values = true)]
         destination: String,
         /// Amount in the smallest currency unit (e.g. cents)
         #[arg(long, value_name = "N")]

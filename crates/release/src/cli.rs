@@ -142,7 +142,7 @@ enum Command {
         #[arg(long)]
         component: String,
         /// Trusted public key (release.pub file or base64url); repeat
-        #[arg(long = "trust", value_name = "KEY")]
+        #[arg(long = "trust", value_name = "KEY", allow_hyphen_values = true)]
         trust: Vec<String>,
         /// How many trusted keys must have signed
         #[arg(long, default_value = "1")]
@@ -404,5 +404,29 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trusted_key_may_start_with_a_hyphen() {
+        // base64url keys start with '-' one time in 64.
+        let key = "-Jq2cQm0hY1w3o0D1m1a3vUuJ8e4V9hR6q0b5n7Xc8k";
+        let cli = Cli::try_parse_from([
+            "wireleap-release",
+            "show",
+            "--repo",
+            "r",
+            "--component",
+            "wireleap-relay",
+            "--trust",
+            key,
+        ])
+        .unwrap();
+        assert!(format!("{cli:?}").contains(key));
     }
 }
