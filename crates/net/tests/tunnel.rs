@@ -335,15 +335,11 @@ async fn established_reports_acceptance_without_waiting_for_the_target() {
     assert_eq!(got, b"bye");
 
     // A silent relay: bounded by the response timeout like a read.
-    let tcp = tls::dial_tcp(&relay.addr.to_string(), T).await.unwrap();
-    let tls = tls::dial_tls(tcp, None, Some(relay.pubkey), T)
-        .await
-        .unwrap();
     let cfg = wireleap_net::tunnel::SessionConfig {
         response_timeout: Duration::from_millis(300),
         ..session_config()
     };
-    let session = Session::handshake(tls, cfg).await.unwrap();
+    let session = connect_with(&relay, cfg).await;
     let mut stream = session.open("/", b"SILENT").await.unwrap();
     let err = established(&mut stream).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
@@ -452,15 +448,11 @@ async fn aborted_stream_is_an_error_not_eof() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_headers_wait_is_bounded() {
     let relay = start_relay(1, ServeConfig::default()).await;
-    let tcp = tls::dial_tcp(&relay.addr.to_string(), T).await.unwrap();
-    let tls = tls::dial_tls(tcp, None, Some(relay.pubkey), T)
-        .await
-        .unwrap();
     let cfg = wireleap_net::tunnel::SessionConfig {
         response_timeout: Duration::from_millis(300),
         ..session_config()
     };
-    let session = Session::handshake(tls, cfg).await.unwrap();
+    let session = connect_with(&relay, cfg).await;
     let mut stream = session.open("/", b"SILENT").await.unwrap();
     let started = Instant::now();
     let err = stream.read(&mut [0u8; 16]).await.unwrap_err();

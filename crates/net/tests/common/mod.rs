@@ -272,11 +272,16 @@ pub const T: Duration = Duration::from_secs(10);
 
 /// TCP + TLS (pinned) + HTTP/2 to a relay.
 pub async fn connect(relay: &Relay) -> Session {
+    connect_with(relay, session_config()).await
+}
+
+/// [`connect`] with other session settings.
+pub async fn connect_with(relay: &Relay, config: SessionConfig) -> Session {
     let tcp = tls::dial_tcp(&relay.addr.to_string(), T).await.unwrap();
     let tls = tls::dial_tls(tcp, Some("relay.test"), Some(relay.pubkey), T)
         .await
         .unwrap();
-    Session::handshake(tls, session_config()).await.unwrap()
+    Session::handshake(tls, config).await.unwrap()
 }
 
 /// TLS (pinned, no SNI) + HTTP/2 through an open tunnel stream: the nested hop.
