@@ -11,6 +11,7 @@
 //!   UPDATE; the transfer id is UNIQUE, so one Stripe transfer cannot pay two withdrawals.
 
 use sqlx::any::AnyRow;
+use sqlx::Any;
 use sqlx::Row as _;
 use wireleap_store::{Db, Migration, StoreError};
 
@@ -62,47 +63,55 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     postgres: V1,
 }];
 
-/// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderState {
-    /// Recorded; Stripe has not (knowingly) made a session yet.
-    Created,
-    /// A checkout session exists; not paid.
-    Open,
-    /// Paid; access key not issued yet.
-    Paid,
-    /// One worker is asking auth for the pofs.
-    Issuing,
-    /// The access key is stored.
-    Issued,
+/// Declares a state enum kept in a TEXT column: `as_str` gives the stored word, `parse` reads
+/// it back, and an unknown word is a decode error with `$context` and `unknown $noun "..."`.
+macro_rules! stored_state {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($context:literal, $noun:literal) {
+            $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// The stored text.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            fn parse(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(StoreError::Query {
+                        context: $context,
+                        source: sqlx::Error::Decode(format!(concat!("unknown ", $noun, " {:?}"), s).into()),
+                    }),
+                }
+            }
+        }
+    };
 }
 
-impl OrderState {
-    /// The stored text.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            OrderState::Created => "created",
-            OrderState::Open => "open",
-            OrderState::Paid => "paid",
-            OrderState::Issuing => "issuing",
-            OrderState::Issued => "issued",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "created" => OrderState::Created,
-            "open" => OrderState::Open,
-            "paid" => OrderState::Paid,
-            "issuing" => OrderState::Issuing,
-            "issued" => OrderState::Issued,
-            _ => {
-                return Err(StoreError::Query {
-                    context: "reading an order state",
-                    source: sqlx::Error::Decode(format!("unknown order state {s:?}").into()),
-                })
-            }
-        })
+stored_state! {
+    /// Where an order stands.
+    pub enum OrderState("reading an order state", "order state") {
+        /// Recorded; Stripe has not (knowingly) made a session yet.
+        Created = "created",
+        /// A checkout session exists; not paid.
+        Open = "open",
+        /// Paid; access key not issued yet.
+        Paid = "paid",
+        /// One worker is asking auth for the pofs.
+        Issuing = "issuing",
+        /// The access key is stored.
+        Issued = "issued",
     }
 }
 
@@ -150,39 +159,15 @@ pub enum Claim {
     Not(Order),
 }
 
-/// Where a payout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayoutState {
-    /// Not known to be paid or refused.
-    Pending,
-    /// Transferred.
-    Complete,
-    /// Refused by Stripe; nothing moved.
-    Failed,
-}
-
-impl PayoutState {
-    /// The stored text (same words as withdrawal states).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PayoutState::Pending => "pending",
-            PayoutState::Complete => "complete",
-            PayoutState::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "pending" => PayoutState::Pending,
-            "complete" => PayoutState::Complete,
-            "failed" => PayoutState::Failed,
-            _ => {
-                return Err(StoreError::Query {
-                    context: "reading a payout state",
-                    source: sqlx::Error::Decode(format!("unknown payout state {s:?}").into()),
-                })
-            }
-        })
+stored_state! {
+    /// Where a payout stands (stored with the same words as withdrawal states).
+    pub enum PayoutState("reading a payout state", "payout state") {
+        /// Not known to be paid or refused.
+        Pending = "pending",
+        /// Transferred.
+        Complete = "complete",
+        /// Refused by Stripe; nothing moved.
+        Failed = "failed",
     }
 }
 
@@ -224,36 +209,100 @@ fn q(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     StoreError::query(context)
 }
 
+/// The error of a row that must exist but does not.
+fn missing(context: &'static str) -> StoreError {
+    StoreError::Query {
+        context,
+        source: sqlx::Error::RowNotFound,
+    }
+}
+
+/// Column `name` of row `r`; a failure names `context`.
+fn col<'r, T>(r: &'r AnyRow, name: &str, context: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    r.try_get(name).map_err(q(context))
+}
+
 fn order_of(r: &AnyRow) -> Result<Order, StoreError> {
-    let state: String = r.try_get("state").map_err(q("reading an order"))?;
+    const C: &str = "reading an order";
+    let state: String = col(r, "state", C)?;
     Ok(Order {
-        id: r.try_get("id").map_err(q("reading an order"))?,
-        session_id: r.try_get("session_id").map_err(q("reading an order"))?,
-        quantity: r.try_get("quantity").map_err(q("reading an order"))?,
-        duration: r.try_get("duration").map_err(q("reading an order"))?,
+        id: col(r, "id", C)?,
+        session_id: col(r, "session_id", C)?,
+        quantity: col(r, "quantity", C)?,
+        duration: col(r, "duration", C)?,
         state: OrderState::parse(&state)?,
-        amount_total: r.try_get("amount_total").map_err(q("reading an order"))?,
-        currency: r.try_get("currency").map_err(q("reading an order"))?,
-        accesskey: r.try_get("accesskey").map_err(q("reading an order"))?,
+        amount_total: col(r, "amount_total", C)?,
+        currency: col(r, "currency", C)?,
+        accesskey: col(r, "accesskey", C)?,
     })
 }
 
 fn payout_of(r: &AnyRow) -> Result<Payout, StoreError> {
-    let state: String = r.try_get("state").map_err(q("reading a payout"))?;
-    let receipt: Option<String> = r.try_get("receipt").map_err(q("reading a payout"))?;
+    const C: &str = "reading a payout";
+    let state: String = col(r, "state", C)?;
+    let receipt: Option<String> = col(r, "receipt", C)?;
     Ok(Payout {
-        withdrawal_id: r.try_get("withdrawal_id").map_err(q("reading a payout"))?,
-        amount: r.try_get("amount").map_err(q("reading a payout"))?,
-        currency: r.try_get("currency").map_err(q("reading a payout"))?,
-        destination: r.try_get("destination").map_err(q("reading a payout"))?,
+        withdrawal_id: col(r, "withdrawal_id", C)?,
+        amount: col(r, "amount", C)?,
+        currency: col(r, "currency", C)?,
+        destination: col(r, "destination", C)?,
         state: PayoutState::parse(&state)?,
-        transfer_id: r.try_get("transfer_id").map_err(q("reading a payout"))?,
-        attempts: r.try_get("attempts").map_err(q("reading a payout"))?,
+        transfer_id: col(r, "transfer_id", C)?,
+        attempts: col(r, "attempts", C)?,
         // A receipt is written by this code as JSON; one that no longer parses is kept as
         // text rather than failing the whole read.
         receipt: receipt.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t))),
-        state_changed: r.try_get("state_changed").map_err(q("reading a payout"))?,
+        state_changed: col(r, "state_changed", C)?,
     })
+}
+
+/// The order whose column `key` (`id` or `session_id`) is `value`, read through `ex`: the
+/// pool, or an open transaction.
+async fn select_order<'e, E>(
+    ex: E,
+    key: &'static str,
+    value: &str,
+) -> Result<Option<Order>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row = sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM stripe_orders WHERE {key} = $1"
+    ))
+    .bind(value)
+    .fetch_optional(ex)
+    .await
+    .map_err(q("reading an order"))?;
+    row.as_ref().map(order_of).transpose()
+}
+
+/// Records webhook event `event_id` through `ex` (the pool, or an open transaction); true
+/// when it was new.
+async fn insert_event<'e, E>(
+    ex: E,
+    event_id: &str,
+    kind: &str,
+    session_id: Option<&str>,
+    now: i64,
+) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let inserted = sqlx::query(
+        "INSERT INTO stripe_events (id, kind, session_id, received_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(kind)
+    .bind(session_id)
+    .bind(now)
+    .execute(ex)
+    .await
+    .map_err(q("recording a webhook event"))?;
+    Ok(inserted.rows_affected() == 1)
 }
 
 impl StripeStore {
@@ -309,26 +358,12 @@ impl StripeStore {
 
     /// The order of checkout session `session_id`.
     pub async fn order_by_session(&self, session_id: &str) -> Result<Option<Order>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM stripe_orders WHERE session_id = $1"
-        ))
-        .bind(session_id)
-        .fetch_optional(self.db.pool())
-        .await
-        .map_err(q("reading an order"))?;
-        row.as_ref().map(order_of).transpose()
+        select_order(self.db.pool(), "session_id", session_id).await
     }
 
     /// The order with id `id`.
     pub async fn order(&self, id: &str) -> Result<Option<Order>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM stripe_orders WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(self.db.pool())
-        .await
-        .map_err(q("reading an order"))?;
-        row.as_ref().map(order_of).transpose()
+        select_order(self.db.pool(), "id", id).await
     }
 
     /// Records webhook event `event_id` (of type `kind`) for a paid session and marks the
@@ -352,26 +387,9 @@ impl StripeStore {
             .begin()
             .await
             .map_err(q("starting to record a payment"))?;
-        let inserted = sqlx::query(
-            "INSERT INTO stripe_events (id, kind, session_id, received_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(kind)
-        .bind(session_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("recording a webhook event"))?;
-        let redelivered = inserted.rows_affected() == 0;
-        let mut row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM stripe_orders WHERE session_id = $1"
-        ))
-        .bind(session_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(q("reading an order"))?;
-        if row.is_none() {
+        let redelivered = !insert_event(&mut *tx, event_id, kind, Some(session_id), now).await?;
+        let mut order = select_order(&mut *tx, "session_id", session_id).await?;
+        if order.is_none() {
             if let Some(hint) = order_hint {
                 let linked = sqlx::query(
                     "UPDATE stripe_orders SET session_id = $1 WHERE id = $2 AND session_id IS NULL",
@@ -382,24 +400,17 @@ impl StripeStore {
                 .await
                 .map_err(q("linking an order to its session"))?;
                 if linked.rows_affected() == 1 {
-                    row = sqlx::query(&format!(
-                        "SELECT {ORDER_COLUMNS} FROM stripe_orders WHERE id = $1"
-                    ))
-                    .bind(hint)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(q("reading an order"))?;
+                    order = select_order(&mut *tx, "id", hint).await?;
                 }
             }
         }
-        let Some(row) = row else {
+        let Some(order) = order else {
             tx.commit().await.map_err(q("committing a webhook event"))?;
             return Ok(PaidOutcome {
                 redelivered,
                 order: None,
             });
         };
-        let order = order_of(&row)?;
         sqlx::query(
             "UPDATE stripe_orders SET state = 'paid', paid_at = $1, amount_total = $2, \
              currency = $3 WHERE id = $4 AND state IN ('created', 'open')",
@@ -411,14 +422,9 @@ impl StripeStore {
         .execute(&mut *tx)
         .await
         .map_err(q("marking an order paid"))?;
-        let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM stripe_orders WHERE id = $1"
-        ))
-        .bind(&order.id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(q("reading an order"))?;
-        let order = order_of(&row)?;
+        let order = select_order(&mut *tx, "id", &order.id)
+            .await?
+            .ok_or_else(|| missing("reading an order"))?;
         tx.commit().await.map_err(q("committing a payment"))?;
         Ok(PaidOutcome {
             redelivered,
@@ -435,18 +441,7 @@ impl StripeStore {
         session_id: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO stripe_events (id, kind, session_id, received_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(event_id)
-        .bind(kind)
-        .bind(session_id)
-        .bind(now)
-        .execute(self.db.pool())
-        .await
-        .map_err(q("recording a webhook event"))?;
-        Ok(inserted.rows_affected() == 1)
+        insert_event(self.db.pool(), event_id, kind, session_id, now).await
     }
 
     /// Claims order `id` for issuing: wins if it is paid, or if an earlier claim is older than
@@ -464,10 +459,10 @@ impl StripeStore {
         .map_err(q("claiming an order"))?
         .rows_affected()
             == 1;
-        let order = self.order(id).await?.ok_or(StoreError::Query {
-            context: "claiming an order",
-            source: sqlx::Error::RowNotFound,
-        })?;
+        let order = self
+            .order(id)
+            .await?
+            .ok_or_else(|| missing("claiming an order"))?;
         Ok(if won {
             Claim::Won {
                 claimed_at: now,
@@ -574,10 +569,10 @@ impl StripeStore {
         .execute(self.db.pool())
         .await
         .map_err(q("recording a payout"))?;
-        let p = self.payout(withdrawal_id).await?.ok_or(StoreError::Query {
-            context: "recording a payout",
-            source: sqlx::Error::RowNotFound,
-        })?;
+        let p = self
+            .payout(withdrawal_id)
+            .await?
+            .ok_or_else(|| missing("recording a payout"))?;
         Ok((p, inserted.rows_affected() == 1))
     }
 
@@ -650,6 +645,29 @@ impl StripeStore {
 mod tests {
     use super::*;
 
+    /// Records a `checkout.session.completed` event for session `session`.
+    async fn paid(
+        s: &StripeStore,
+        event: &str,
+        session: &str,
+        hint: Option<&str>,
+        amount: Option<i64>,
+        currency: Option<&str>,
+        now: i64,
+    ) -> PaidOutcome {
+        s.record_paid(
+            event,
+            "checkout.session.completed",
+            session,
+            hint,
+            amount,
+            currency,
+            now,
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn orders_are_paid_and_issued_once_on_every_backend() {
         for t in wireleap_store::testing::backends().await.unwrap() {
@@ -669,18 +687,7 @@ mod tests {
                 "{n}"
             );
 
-            let p = s
-                .record_paid(
-                    "evt_1",
-                    "checkout.session.completed",
-                    "cs_1",
-                    Some("o1"),
-                    Some(500),
-                    Some("usd"),
-                    110,
-                )
-                .await
-                .unwrap();
+            let p = paid(&s, "evt_1", "cs_1", Some("o1"), Some(500), Some("usd"), 110).await;
             assert!(!p.redelivered, "{n}");
             let o = p.order.unwrap();
             assert_eq!(
@@ -688,18 +695,7 @@ mod tests {
                 (OrderState::Paid, Some(500)),
                 "{n}"
             );
-            let again = s
-                .record_paid(
-                    "evt_1",
-                    "checkout.session.completed",
-                    "cs_1",
-                    Some("o1"),
-                    Some(500),
-                    Some("usd"),
-                    111,
-                )
-                .await
-                .unwrap();
+            let again = paid(&s, "evt_1", "cs_1", Some("o1"), Some(500), Some("usd"), 111).await;
             assert!(again.redelivered, "{n}");
             assert_eq!(s.count_events().await.unwrap(), 1, "{n}");
 
@@ -737,32 +733,10 @@ mod tests {
             let n = t.name;
             // Order without a linked session: found through the metadata hint.
             s.create_order("o2", 1, 60, 100).await.unwrap();
-            let p = s
-                .record_paid(
-                    "evt_2",
-                    "checkout.session.completed",
-                    "cs_2",
-                    Some("o2"),
-                    None,
-                    None,
-                    110,
-                )
-                .await
-                .unwrap();
+            let p = paid(&s, "evt_2", "cs_2", Some("o2"), None, None, 110).await;
             assert_eq!(p.order.unwrap().session_id.as_deref(), Some("cs_2"), "{n}");
             // Not ours.
-            let p = s
-                .record_paid(
-                    "evt_3",
-                    "checkout.session.completed",
-                    "cs_x",
-                    Some("nope"),
-                    None,
-                    None,
-                    110,
-                )
-                .await
-                .unwrap();
+            let p = paid(&s, "evt_3", "cs_x", Some("nope"), None, None, 110).await;
             assert!(p.order.is_none(), "{n}");
             // A crashed claim goes stale; a released one is claimable at once.
             let Claim::Won { claimed_at, .. } = s.claim("o2", 200, 0).await.unwrap() else {

@@ -72,13 +72,43 @@ struct Fake {
 
 type FakeState = Arc<Mutex<Fake>>;
 
-fn authorized(f: &FakeState, h: &HeaderMap) -> bool {
+/// Stripe's refusal of a request without the right key (counted in `unauthorized`); `None`
+/// when the key is right.
+fn refuse_bad_key(f: &FakeState, h: &HeaderMap) -> Option<axum::response::Response> {
     let ok =
         h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {API_KEY}"));
-    if !ok {
-        f.lock().unwrap().unauthorized += 1;
+    if ok {
+        return None;
     }
-    ok
+    f.lock().unwrap().unauthorized += 1;
+    Some(stripe_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        "bad key",
+    ))
+}
+
+/// A form-POST route of the fake: refuses a request without the right key, else hands its
+/// fields and idempotency key ("" without one) to `handle`.
+fn form_post(
+    handle: fn(&mut Fake, HashMap<String, String>, String) -> axum::response::Response,
+) -> axum::routing::MethodRouter<FakeState> {
+    post(
+        move |State(f): State<FakeState>, h: HeaderMap, body: String| async move {
+            if let Some(refused) = refuse_bad_key(&f, &h) {
+                return refused;
+            }
+            let form = url::form_urlencoded::parse(body.as_bytes())
+                .into_owned()
+                .collect();
+            let key = h
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            handle(&mut f.lock().unwrap(), form, key)
+        },
+    )
 }
 
 fn stripe_error(code: StatusCode, kind: &str, message: &str) -> axum::response::Response {
@@ -89,23 +119,11 @@ fn stripe_error(code: StatusCode, kind: &str, message: &str) -> axum::response::
         .into_response()
 }
 
-async fn fake_sessions(
-    State(f): State<FakeState>,
-    h: HeaderMap,
-    body: String,
+fn fake_sessions(
+    f: &mut Fake,
+    form: HashMap<String, String>,
+    key: String,
 ) -> axum::response::Response {
-    if !authorized(&f, &h) {
-        return stripe_error(StatusCode::UNAUTHORIZED, "invalid_request_error", "bad key");
-    }
-    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
-    let key = h
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let mut f = f.lock().unwrap();
     let n = match f.sessions.iter().position(|(k, _)| *k == key) {
         Some(i) => i + 1,
         None => {
@@ -122,23 +140,11 @@ async fn fake_sessions(
     .into_response()
 }
 
-async fn fake_transfers(
-    State(f): State<FakeState>,
-    h: HeaderMap,
-    body: String,
+fn fake_transfers(
+    f: &mut Fake,
+    form: HashMap<String, String>,
+    key: String,
 ) -> axum::response::Response {
-    if !authorized(&f, &h) {
-        return stripe_error(StatusCode::UNAUTHORIZED, "invalid_request_error", "bad key");
-    }
-    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
-    let key = h
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let mut f = f.lock().unwrap();
     f.transfer_posts += 1;
     if f.fail_before > 0 {
         f.fail_before -= 1;
@@ -183,8 +189,8 @@ async fn fake_list_transfers(
     h: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> axum::response::Response {
-    if !authorized(&f, &h) {
-        return stripe_error(StatusCode::UNAUTHORIZED, "invalid_request_error", "bad key");
+    if let Some(refused) = refuse_bad_key(&f, &h) {
+        return refused;
     }
     let f = f.lock().unwrap();
     let data: Vec<_> = f
@@ -247,10 +253,10 @@ async fn net(db: wireleap_store::Db, trusted: bool) -> Net {
     let fake = FakeState::default();
     let stripe_url = serve(
         axum::Router::new()
-            .route("/v1/checkout/sessions", post(fake_sessions))
+            .route("/v1/checkout/sessions", form_post(fake_sessions))
             .route(
                 "/v1/transfers",
-                post(fake_transfers).get(fake_list_transfers),
+                form_post(fake_transfers).get(fake_list_transfers),
             )
             .with_state(fake.clone()),
         &stop,
@@ -362,6 +368,16 @@ fn event(id: &str, kind: &str, session: &str, order: &str, payment_status: &str)
     .unwrap()
 }
 
+/// A paid `checkout.session.completed` event.
+fn paid_event(id: &str, session: &str, order: &str) -> Vec<u8> {
+    event(id, "checkout.session.completed", session, order, "paid")
+}
+
+/// A plain GET; returns the HTTP status and the body.
+async fn get(url: &str) -> (u16, Vec<u8>) {
+    raw(reqwest::Method::GET, url, &[], vec![]).await
+}
+
 async fn deliver(n: &Net, body: &[u8], header: String) -> (u16, Vec<u8>) {
     raw(
         reqwest::Method::POST,
@@ -430,7 +446,7 @@ async fn checkout_webhook_and_access_key_exactly_once() {
             assert_eq!(f.unauthorized, 0);
         }
         let key_url = format!("{}/accesskeys/{session}", n.ps);
-        let (code, body) = raw(reqwest::Method::GET, &key_url, &[], vec![]).await;
+        let (code, body) = get(&key_url).await;
         refusal(402, &body);
         assert_eq!(code, 402);
 
@@ -446,20 +462,14 @@ async fn checkout_webhook_and_access_key_exactly_once() {
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
         assert_eq!(issued_pofs(&n).await, 0, "{}", t.name);
 
-        let paid = event(
-            "evt_1",
-            "checkout.session.completed",
-            &session,
-            &order,
-            "paid",
-        );
+        let paid = paid_event("evt_1", &session, &order);
         let (code, body) = deliver(&n, &paid, signed(&paid, T0 - 10)).await;
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
         let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(reply["outcome"], "access key issued", "{}", t.name);
         assert_eq!(issued_pofs(&n).await, 3, "{}", t.name);
 
-        let (code, first) = raw(reqwest::Method::GET, &key_url, &[], vec![]).await;
+        let (code, first) = get(&key_url).await;
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&first));
         let key = AccessKey::import(&first).unwrap();
         assert_eq!(key.contract, contract_key().public());
@@ -488,7 +498,7 @@ async fn checkout_webhook_and_access_key_exactly_once() {
         let (code, _) = deliver(&n, &other, signed(&other, T0)).await;
         assert_eq!(code, 200);
         assert_eq!(issued_pofs(&n).await, 3, "{}: issued once", t.name);
-        let (_, again) = raw(reqwest::Method::GET, &key_url, &[], vec![]).await;
+        let (_, again) = get(&key_url).await;
         assert_eq!(again, first);
         let store = n.state.store();
         assert_eq!(store.count_orders(OrderState::Issued).await.unwrap(), 1);
@@ -496,13 +506,7 @@ async fn checkout_webhook_and_access_key_exactly_once() {
 
         // Concurrent redeliveries of a second order's payment: still one issue.
         let (session2, order2) = checkout(&n, 2).await;
-        let paid2 = event(
-            "evt_3",
-            "checkout.session.completed",
-            &session2,
-            &order2,
-            "paid",
-        );
+        let paid2 = paid_event("evt_3", &session2, &order2);
         let sends: Vec<_> = (0..4)
             .map(|_| {
                 let url = format!("{}/webhook", n.ps);
@@ -531,13 +535,7 @@ async fn bad_webhooks_are_refused_and_change_nothing() {
     let db = wireleap_store::testing::sqlite().await.unwrap();
     let n = net(db.db.clone(), true).await;
     let (session, order) = checkout(&n, 1).await;
-    let paid = event(
-        "evt_1",
-        "checkout.session.completed",
-        &session,
-        &order,
-        "paid",
-    );
+    let paid = paid_event("evt_1", &session, &order);
     let good = signed(&paid, T0);
     let mut tampered = paid.clone();
     let at = tampered.len() - 3;
@@ -645,13 +643,7 @@ async fn bad_webhooks_are_refused_and_change_nothing() {
     let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
     assert!(reply["outcome"].as_str().unwrap().contains("ignored"));
     // A paid session that is not ours is acknowledged, issues nothing.
-    let foreign = event(
-        "evt_f",
-        "checkout.session.completed",
-        "cs_foreign",
-        "zzz",
-        "paid",
-    );
+    let foreign = paid_event("evt_f", "cs_foreign", "zzz");
     let (code, _) = deliver(&n, &foreign, signed(&foreign, T0)).await;
     assert_eq!(code, 200);
     assert_eq!(issued_pofs(&n).await, 0);
@@ -705,18 +697,12 @@ async fn auth_refusal_keeps_the_order_paid_until_it_can_be_issued() {
     let db = wireleap_store::testing::sqlite().await.unwrap();
     let n = net(db.db.clone(), false).await;
     let (session, order) = checkout(&n, 2).await;
-    let paid = event(
-        "evt_1",
-        "checkout.session.completed",
-        &session,
-        &order,
-        "paid",
-    );
+    let paid = paid_event("evt_1", &session, &order);
     let (code, reply) = deliver(&n, &paid, signed(&paid, T0)).await;
     assert_eq!(code, 502, "Stripe must deliver again");
     assert!(refusal(502, &reply).cause.unwrap().contains("not trusted"));
     let key_url = format!("{}/accesskeys/{session}", n.ps);
-    let (code, _) = raw(reqwest::Method::GET, &key_url, &[], vec![]).await;
+    let (code, _) = get(&key_url).await;
     assert_eq!(code, 502);
     assert_eq!(
         n.state
@@ -730,7 +716,7 @@ async fn auth_refusal_keeps_the_order_paid_until_it_can_be_issued() {
     n.auth.set_config(auth_config(true));
     assert_eq!(n.state.issue_pending().await, 1);
     assert_eq!(n.state.issue_pending().await, 0);
-    let (code, body) = raw(reqwest::Method::GET, &key_url, &[], vec![]).await;
+    let (code, body) = get(&key_url).await;
     assert_eq!(code, 200);
     assert_eq!(AccessKey::import(&body).unwrap().pofs.len(), 2);
     // Stripe's next delivery finds it done.
