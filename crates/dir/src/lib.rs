@@ -131,9 +131,27 @@ impl Service for Directory {
             relays = server.registry().len(),
             "directory serving"
         );
+        // The gate closes while a successor serves; if it opens again the successor was
+        // rolled back and may have changed the relays in the shared database.
+        let mut gate = agent.gate().subscribe();
+        let mut gate_was_open = *gate.borrow_and_update();
+        let mut gate_alive = true;
         let result = loop {
             tokio::select! {
                 done = &mut serving => break done,
+                changed = gate.changed(), if gate_alive => {
+                    if changed.is_err() {
+                        gate_alive = false;
+                        continue;
+                    }
+                    let open = *gate.borrow_and_update();
+                    if open && !gate_was_open {
+                        if let Err(e) = server.resync().await {
+                            tracing::warn!(error = %e, "could not re-read the relays after a rollback; they load at the next start");
+                        }
+                    }
+                    gate_was_open = open;
+                }
                 () = stop.cancelled() => break (&mut serving).await,
                 next = ctx.reloads.next() => match next {
                     Some(c) => {

@@ -129,6 +129,49 @@ impl Registry {
         g.generation += 1;
     }
 
+    /// Makes the registry agree with the database after another process served it (a
+    /// successor that was rolled back during its watch window): relays the database holds
+    /// are taken from it (the newer `last_seen` wins, a verified proof of an unchanged
+    /// entry is kept), relays it no longer holds are dropped. Dirty heartbeats must have
+    /// been flushed first. Returns how many relays were added and dropped.
+    pub fn resync(&self, relays: impl IntoIterator<Item = (RelayEntry, i64)>) -> (usize, usize) {
+        let mut g = self.lock();
+        let mut old = std::mem::take(&mut g.relays);
+        let mut added = 0;
+        for (entry, stored_seen) in relays {
+            let Some(pk) = entry.pubkey else { continue };
+            let live = match old.remove(&pk) {
+                Some(mut l) => {
+                    if *l.entry != entry {
+                        l.entry = Arc::new(entry);
+                        l.proof = None;
+                    }
+                    l.last_seen = l.last_seen.max(stored_seen);
+                    l
+                }
+                None => {
+                    added += 1;
+                    Live {
+                        entry: Arc::new(entry),
+                        proof: None,
+                        last_seen: stored_seen,
+                        dirty: false,
+                    }
+                }
+            };
+            g.relays.insert(pk, live);
+        }
+        let dropped = old.len();
+        g.min_last_seen = g
+            .relays
+            .values()
+            .map(|l| l.last_seen)
+            .min()
+            .unwrap_or(i64::MAX);
+        g.generation += 1;
+        (added, dropped)
+    }
+
     /// A heartbeat: if `pubkey` is live at `now` and enrolled with exactly `entry`, its
     /// timestamp moves to `now`, `proof` is remembered for [`Registry::heartbeat_seen`], and
     /// `true` is returned. Otherwise nothing changes and the caller must treat the request
@@ -392,6 +435,38 @@ mod tests {
             calls.set(calls.get() + 1);
             (l.to_body(), Vec::new())
         }
+    }
+
+    #[test]
+    fn resync_adopts_the_database_and_keeps_newer_heartbeats() {
+        let r = Registry::new();
+        let a = entry(1, Role::Fronting, 1);
+        let b = entry(2, Role::Backing, 2);
+        let c = entry(3, Role::Entropic, 3);
+        r.insert(a.clone(), Some(proof_of(&[1; 64], b"a")), 10);
+        r.insert(b.clone(), None, 10);
+        assert!(r.heartbeat(&a.pubkey.unwrap(), &a, None, 40, 30));
+        // The database: a with an older beat, c new, b gone; a's entry unchanged.
+        let (added, dropped) = r.resync([(a.clone(), 20), (c.clone(), 35)]);
+        assert_eq!((added, dropped), (1, 1));
+        assert_eq!(r.len(), 2);
+        assert!(
+            r.is_live(&a.pubkey.unwrap(), 70, 30),
+            "a keeps its newer beat (40)"
+        );
+        assert!(!r.is_live(&b.pubkey.unwrap(), 41, 30));
+        assert!(r.is_live(&c.pubkey.unwrap(), 65, 30));
+        assert!(!r.is_live(&c.pubkey.unwrap(), 66, 30));
+        let p = proof_of(&[1; 64], b"a");
+        assert!(
+            r.heartbeat_seen(&a.pubkey.unwrap(), &p, 41, 30).is_some(),
+            "proof kept"
+        );
+        // A changed entry replaces the old one and forgets its proof.
+        let mut moved = a.clone();
+        moved.address = Some(Address::parse("wireleap://127.0.0.1:9").unwrap());
+        r.resync([(moved, 41), (c, 35)]);
+        assert!(r.heartbeat_seen(&a.pubkey.unwrap(), &p, 42, 30).is_none());
     }
 
     #[test]

@@ -451,6 +451,31 @@ impl DirServer {
         Ok(())
     }
 
+    /// Re-reads the live relays from the database into memory, after a successor that
+    /// served from the same database was rolled back and this process is in charge again:
+    /// relays that enrolled or disenrolled through the successor are known at once instead
+    /// of after a restart.
+    pub async fn resync(&self) -> Result<(), DirStoreError> {
+        self.flush().await?;
+        let now = self.now();
+        let relays = self
+            .state
+            .store
+            .live_relays(now.saturating_sub(self.ttl()))
+            .await?;
+        let (added, dropped) = self
+            .state
+            .registry
+            .resync(relays.into_iter().map(|r| (r.entry, r.last_seen)));
+        tracing::info!(
+            added,
+            dropped,
+            relays = self.state.registry.len(),
+            "relay registry re-read from the database"
+        );
+        Ok(())
+    }
+
     /// Re-reads the channel table (picks up `wireleap-dir channel set`).
     pub async fn refresh_channels(&self) -> Result<(), DirStoreError> {
         let table = self.state.store.channels().await?;

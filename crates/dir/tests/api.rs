@@ -588,6 +588,42 @@ async fn running_directory_picks_up_channel_changes() {
         .unwrap();
 }
 
+/// An old process back in charge after its successor (same database) was rolled back
+/// learns the relays that enrolled or disenrolled through the successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_takes_in_what_a_successor_changed_in_the_database() {
+    let t = wireleap_store::testing::sqlite().await.unwrap();
+    let old = start_dir_on(test_config(), t.db.clone(), None, [3; 32]).await;
+    let a = Relay::live(1, Role::Fronting, "0.6.1").await;
+    let b = Relay::live(2, Role::Backing, "0.6.1").await;
+    ok(&a.post(&old).await);
+    old.server.flush().await.unwrap();
+    let successor = start_dir_on(test_config(), t.db.clone(), None, [3; 32]).await;
+    successor
+        .clock
+        .store(old.clock.load(Ordering::Relaxed) + 5, Ordering::Relaxed);
+    // Through the successor: b enrolls, a disenrolls.
+    ok(&b.post(&successor).await);
+    ok(&a.delete(&successor).await);
+    let keys = |l: RelayList| {
+        l.relays
+            .values()
+            .filter_map(|e| e.pubkey)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(old.relays("").await), vec![a.pubkey()], "stale before");
+    old.clock
+        .store(old.clock.load(Ordering::Relaxed) + 6, Ordering::Relaxed);
+    old.server.resync().await.unwrap();
+    assert_eq!(keys(old.relays("").await), vec![b.pubkey()]);
+    // b's next heartbeat to the old process is a heartbeat, not a new enrollment.
+    ok(&b.post(&old).await);
+    assert_eq!(old.server.registry().len(), 1);
+    drop(successor);
+    drop(old);
+    drop(t);
+}
+
 #[tokio::test]
 async fn relays_expire_without_heartbeats_and_survive_restarts() {
     let t = wireleap_store::testing::sqlite().await.unwrap();
