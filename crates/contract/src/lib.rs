@@ -5,9 +5,9 @@
 //! Modules: [`config`] (`config.json`, `/info`), [`api`] (HTTP endpoints and background
 //! jobs), [`store`] (durable state and its exactly-once rules), [`batch`] (batch signature
 //! verification and group commit of submissions), [`settle`] (the value split), [`httpd`]
-//! (HTTP helpers the auth and payment-service daemons reuse). Not here: the wire objects
-//! (`wireleap_proto`), the API client/server machinery (`wireleap_api`) and the process
-//! lifecycle (`wireleap_daemon`). Not implemented: the original's plain-text ledger file and
+//! (HTTP helpers the auth and payment-service daemons reuse), [`payservice`] (what the two
+//! payment services share). Not here: the wire objects (`wireleap_proto`), the API
+//! client/server machinery (`wireleap_api`) and the process lifecycle (`wireleap_daemon`). Not implemented: the original's plain-text ledger file and
 //! sharetoken archive directory (the database is the ledger).
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -17,6 +17,7 @@ pub mod api;
 pub mod batch;
 pub mod config;
 pub mod httpd;
+pub mod payservice;
 pub mod settle;
 pub mod store;
 
