@@ -6,16 +6,15 @@ use axum::extract::State;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use wireleap_api::server::{ApiState, ContractCaller};
-use wireleap_api::{ApiClient, ApiError, ApiJson, Identity, RetryPolicy, StatusReply};
+use wireleap_api::{ApiClient, ApiError, ApiJson, StatusReply};
 use wireleap_contract::httpd::{self, Clock, Shape, StrictBody, StrictJson, StrictSigned};
+use wireleap_contract::payservice::{self, PofsError};
 use wireleap_proto::accesskey::AccessKey;
 use wireleap_proto::keys::{Keypair, PublicKey};
 use wireleap_proto::payout::{PofRequest, Withdrawal, WithdrawalState};
-use wireleap_proto::pof::Pof;
 use wireleap_proto::status::Status;
-use wireleap_proto::version::{Component, Interface};
+use wireleap_proto::version::Interface;
 
 /// The interfaces ps-dummy's API provides.
 pub const SERVED: [Interface; 1] = [Interface::ContractPs];
@@ -58,18 +57,7 @@ impl PsState {
         config: PsDummyConfig,
         clock: Clock,
     ) -> Result<Arc<Self>, ApiError> {
-        let auth = ApiClient::new(
-            Some(Identity {
-                keypair: keypair.clone(),
-                component: Component::PaymentService,
-                interfaces: vec![Interface::PsAuth],
-            }),
-            false,
-        )?
-        .with_retry(RetryPolicy {
-            attempts: 2,
-            delay: Duration::from_millis(500),
-        });
+        let auth = payservice::auth_client(&keypair)?;
         Ok(Arc::new(PsState {
             keypair,
             config: RwLock::new(Arc::new(config)),
@@ -150,31 +138,18 @@ async fn accesskeys(
         duration: duration.as_secs(),
         accounting: None,
     };
-    let url = format!("{}/pofs", auth.endpoint.trim_end_matches('/'));
-    let pofs: Vec<Pof> = s.auth.post(&url, &pof_request).await.map_err(|e| {
-        tracing::warn!(error = %e, "auth did not issue pofs");
-        StatusReply(match &e {
-            ApiError::Status { status, .. } => Status::gateway().with_cause(format!(
-                "the auth server refused to issue pofs: {}",
-                status.cause.clone().unwrap_or(status.description.clone())
-            )),
-            _ => Status::payment_system_unreachable(),
-        })
-    })?;
-    let now = (s.clock)();
-    let wrong = pofs.len() != usize::try_from(req.quantity).unwrap_or(0)
-        || pofs
-            .iter()
-            .any(|p| p.kind != config.pof_type || p.verify(&[auth.public_key], now).is_err());
-    if wrong {
-        tracing::error!(
-            got = pofs.len(),
-            "auth answered with pofs that do not match the request or its configured key"
-        );
-        return Err(StatusReply(Status::gateway().with_cause(
-            "the auth server's pofs do not verify under its configured key (auth.public_key)",
-        )));
-    }
+    let pofs = payservice::fetch_pofs(&s.auth, auth, &pof_request, &s.clock)
+        .await
+        .map_err(|e| {
+            match &e {
+                PofsError::Auth(e) => tracing::warn!(error = %e, "auth did not issue pofs"),
+                PofsError::Mismatch { got } => tracing::error!(
+                    got,
+                    "auth answered with pofs that do not match the request or its configured key"
+                ),
+            }
+            StatusReply(e.to_status())
+        })?;
     tracing::info!(quantity = req.quantity, "access key issued");
     Ok(ApiJson(AccessKey::new(
         contract.endpoint.clone(),
@@ -189,15 +164,7 @@ async fn withdrawals(
 ) -> Result<ApiJson<Withdrawal>, StatusReply> {
     let config = s.config();
     let w = req.body.0;
-    match &config.contract {
-        Some(c) if c.public_key == req.signer => {}
-        _ => {
-            return Err(StatusReply(Status::forbidden().with_cause(format!(
-                "contract {} is not the one this payment service pays for",
-                req.signer
-            ))))
-        }
-    }
+    payservice::check_contract_signer(config.contract.as_ref(), &req.signer)?;
     if w.id.is_empty() {
         return Err(StatusReply(
             Status::bad_request().with_cause("withdrawal id is missing"),

@@ -16,16 +16,16 @@ pub mod api;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use wireleap_contract::httpd::{self, check_http_url, TlsFiles};
+use wireleap_contract::httpd::{self, TlsFiles};
+use wireleap_contract::payservice;
 use wireleap_daemon::{
-    check_listen_address, keyfile, listeners, Config, ConfigProblem, Home, RunContext, Service,
-    VersionInfo,
+    keyfile, listeners, Config, ConfigProblem, Home, RunContext, Service, VersionInfo,
 };
 use wireleap_proto::accesskey::AccessKey;
 use wireleap_proto::duration::Duration;
-use wireleap_proto::keys::PublicKey;
 
 pub use api::{router, AccessKeyRequest, PsState};
+pub use wireleap_contract::payservice::Peer;
 
 /// The binary's name (also its file name in an upgradable installation).
 pub const NAME: &str = "wireleap-ps-dummy";
@@ -220,16 +220,6 @@ pub struct PsDummyConfig {
     pub upgrade: wireleap_upgrade::UpgradeConfig,
 }
 
-/// Another component: its base URL and public key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Peer {
-    /// Base URL.
-    pub endpoint: String,
-    /// Public key (base64url).
-    pub public_key: PublicKey,
-}
-
 impl Default for PsDummyConfig {
     fn default() -> Self {
         PsDummyConfig {
@@ -251,37 +241,17 @@ impl PsDummyConfig {
     /// Where this daemon's API is reached: `endpoint`, else plain HTTP on `address` (with an
     /// unspecified host replaced by loopback).
     pub fn api_url(&self) -> String {
-        match &self.endpoint {
-            Some(e) => e.clone(),
-            None => {
-                let addr = self
-                    .address
-                    .replace("0.0.0.0:", "127.0.0.1:")
-                    .replace("[::]:", "[::1]:");
-                format!("http://{addr}")
-            }
-        }
+        payservice::api_url(self.endpoint.as_deref(), &self.address)
     }
 }
 
 impl Config for PsDummyConfig {
     fn validate(&self) -> Vec<ConfigProblem> {
-        let mut p: Vec<_> = check_listen_address("address", &self.address)
-            .into_iter()
-            .collect();
-        let mut url = |key: &str, v: Option<&str>| {
-            if let Some(e) = v.and_then(check_http_url) {
-                p.push(ConfigProblem::new(key, e));
-            }
-        };
-        url("endpoint", self.endpoint.as_deref());
-        url(
-            "auth.endpoint",
-            self.auth.as_ref().map(|a| a.endpoint.as_str()),
-        );
-        url(
-            "contract.endpoint",
-            self.contract.as_ref().map(|a| a.endpoint.as_str()),
+        let mut p = payservice::check_common(
+            &self.address,
+            self.endpoint.as_deref(),
+            self.auth.as_ref(),
+            self.contract.as_ref(),
         );
         if self.pof_type.is_empty() {
             p.push(ConfigProblem::new("pof_type", "must not be empty"));
