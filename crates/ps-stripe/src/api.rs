@@ -25,18 +25,17 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 use wireleap_api::server::{ApiState, ContractCaller};
-use wireleap_api::{ApiClient, ApiError, ApiJson, Identity, RetryPolicy, StatusReply};
+use wireleap_api::{ApiClient, ApiError, ApiJson, StatusReply};
 use wireleap_contract::httpd::{self, Clock, Shape, StrictBody, StrictJson, StrictSigned};
+use wireleap_contract::payservice::{self, PofsError};
 use wireleap_proto::accesskey::AccessKey;
 use wireleap_proto::keys::{Keypair, PublicKey};
 use wireleap_proto::payout::{
     Accounting, PofRequest, Withdrawal, WithdrawalState, RELAY_WITHDRAWAL_TYPE,
 };
-use wireleap_proto::pof::Pof;
 use wireleap_proto::status::Status;
-use wireleap_proto::version::{Component, Interface};
+use wireleap_proto::version::Interface;
 
 /// The interfaces ps-stripe's API provides.
 pub const SERVED: [Interface; 1] = [Interface::ContractPs];
@@ -179,18 +178,7 @@ impl PsState {
         clock: Clock,
         home: std::path::PathBuf,
     ) -> Result<Arc<Self>, SetupError> {
-        let auth = ApiClient::new(
-            Some(Identity {
-                keypair: keypair.clone(),
-                component: Component::PaymentService,
-                interfaces: vec![Interface::PsAuth],
-            }),
-            false,
-        )?
-        .with_retry(RetryPolicy {
-            attempts: 2,
-            delay: Duration::from_millis(500),
-        });
+        let auth = payservice::auth_client(&keypair)?;
         let http = StripeClient::http_client(config.stripe.timeout.to_std())?;
         Ok(Arc::new(PsState {
             keypair,
@@ -351,32 +339,23 @@ impl PsState {
             duration: order.duration,
             accounting,
         };
-        let url = format!("{}/pofs", auth.endpoint.trim_end_matches('/'));
-        let pofs: Vec<Pof> = self.auth.post(&url, &request).await.map_err(|e| {
-            tracing::warn!(order = %order.id, error = %e, "auth did not issue pofs; the order stays paid and is retried");
-            StatusReply(match &e {
-                ApiError::Status { status, .. } => Status::gateway().with_cause(format!(
-                    "the auth server refused to issue pofs: {}",
-                    status.cause.clone().unwrap_or(status.description.clone())
-                )),
-                _ => Status::payment_system_unreachable(),
-            })
-        })?;
-        let now = (self.clock)();
-        let wrong = pofs.len() != usize::try_from(order.quantity).unwrap_or(0)
-            || pofs
-                .iter()
-                .any(|p| p.kind != config.pof_type || p.verify(&[auth.public_key], now).is_err());
-        if wrong {
-            tracing::error!(
-                order = %order.id,
-                got = pofs.len(),
-                "auth answered with pofs that do not match the request or its configured key"
-            );
-            return Err(StatusReply(Status::gateway().with_cause(
-                "the auth server's pofs do not verify under its configured key (auth.public_key)",
-            )));
-        }
+        let pofs = payservice::fetch_pofs(&self.auth, auth, &request, &self.clock)
+            .await
+            .map_err(|e| {
+                match &e {
+                    PofsError::Auth(e) => tracing::warn!(
+                        order = %order.id,
+                        error = %e,
+                        "auth did not issue pofs; the order stays paid and is retried"
+                    ),
+                    PofsError::Mismatch { got } => tracing::error!(
+                        order = %order.id,
+                        got,
+                        "auth answered with pofs that do not match the request or its configured key"
+                    ),
+                }
+                StatusReply(e.to_status())
+            })?;
         let key = AccessKey::new(contract.endpoint.clone(), contract.public_key, pofs);
         let mut bytes = wireleap_proto::json::to_vec_indented(&key)
             .map_err(|e| httpd::internal("encoding an access key", &e))?;
@@ -724,15 +703,7 @@ async fn withdrawals(
 ) -> Result<ApiJson<Withdrawal>, StatusReply> {
     let config = s.config();
     let w = req.body.0;
-    match &config.contract {
-        Some(c) if c.public_key == req.signer => {}
-        _ => {
-            return Err(StatusReply(Status::forbidden().with_cause(format!(
-                "contract {} is not the one this payment service pays for",
-                req.signer
-            ))))
-        }
-    }
+    payservice::check_contract_signer(config.contract.as_ref(), &req.signer)?;
     if !plain_id(&w.id) {
         return Err(bad(format!(
             "withdrawal id must be 1 to {MAX_ID_LEN} letters, digits, '_' or '-', got {:?}",

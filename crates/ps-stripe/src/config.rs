@@ -5,10 +5,11 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use wireleap_contract::httpd::{check_database_url, check_http_url, TlsFiles};
-use wireleap_daemon::{check_listen_address, Config, ConfigProblem};
+use wireleap_contract::httpd::{check_database_url, TlsFiles};
+use wireleap_contract::payservice;
+pub use wireleap_contract::payservice::Peer;
+use wireleap_daemon::{Config, ConfigProblem};
 use wireleap_proto::duration::Duration;
-use wireleap_proto::keys::PublicKey;
 
 use crate::signature::WebhookSecret;
 
@@ -54,16 +55,6 @@ pub struct PsStripeConfig {
     /// Where releases come from and how upgrades run (absent: the defaults, which never
     /// install anything for lack of release keys).
     pub upgrade: wireleap_upgrade::UpgradeConfig,
-}
-
-/// Another component: its base URL and public key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Peer {
-    /// Base URL.
-    pub endpoint: String,
-    /// Public key (base64url).
-    pub public_key: PublicKey,
 }
 
 /// `stripe` config section.
@@ -194,16 +185,10 @@ impl PsStripeConfig {
     /// Where this daemon's API is reached: `endpoint`, else plain HTTP on `address` (with an
     /// unspecified host replaced by loopback).
     pub fn api_url(&self) -> String {
-        match &self.endpoint {
-            Some(e) => e.trim_end_matches('/').to_string(),
-            None => {
-                let addr = self
-                    .address
-                    .replace("0.0.0.0:", "127.0.0.1:")
-                    .replace("[::]:", "[::1]:");
-                format!("http://{addr}")
-            }
-        }
+        payservice::api_url(
+            self.endpoint.as_deref().map(|e| e.trim_end_matches('/')),
+            &self.address,
+        )
     }
 
     /// Whether checkouts are offered (a price is configured).
@@ -219,26 +204,20 @@ pub fn is_currency(c: &str) -> bool {
 
 impl Config for PsStripeConfig {
     fn validate(&self) -> Vec<ConfigProblem> {
-        let mut p: Vec<_> = check_listen_address("address", &self.address)
-            .into_iter()
-            .collect();
-        let mut url = |key: &str, v: Option<&str>| {
-            if let Some(e) = v.and_then(check_http_url) {
-                p.push(ConfigProblem::new(key, e));
-            }
-        };
-        url("endpoint", self.endpoint.as_deref());
-        url(
-            "auth.endpoint",
-            self.auth.as_ref().map(|a| a.endpoint.as_str()),
+        let mut p = payservice::check_common(
+            &self.address,
+            self.endpoint.as_deref(),
+            self.auth.as_ref(),
+            self.contract.as_ref(),
         );
-        url(
-            "contract.endpoint",
-            self.contract.as_ref().map(|a| a.endpoint.as_str()),
-        );
-        url("stripe.api_base", Some(self.stripe.api_base.as_str()));
-        url("checkout.success_url", self.checkout.success_url.as_deref());
-        url("checkout.cancel_url", self.checkout.cancel_url.as_deref());
+        let urls = [
+            ("stripe.api_base", Some(self.stripe.api_base.as_str())),
+            ("checkout.success_url", self.checkout.success_url.as_deref()),
+            ("checkout.cancel_url", self.checkout.cancel_url.as_deref()),
+        ];
+        for (key, value) in urls {
+            payservice::check_url(&mut p, key, value);
+        }
         if let Some(e) = check_database_url(&self.database) {
             p.push(ConfigProblem::new("database", e));
         }
