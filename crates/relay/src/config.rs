@@ -266,6 +266,21 @@ impl Config for RelayConfig {
                 "the relay follows its contracts' upgrade_channel; remove this key",
             ));
         }
+        // Two more keys of the shared section that the relay takes from its own settings;
+        // a changed value would otherwise be silently ignored.
+        let shared = wireleap_upgrade::settings::UpgradeConfig::default();
+        if self.upgrade.auto != shared.auto {
+            p.push(ConfigProblem::new(
+                "upgrade.auto",
+                "the relay upgrades automatically per auto_upgrade; set that instead and remove this key",
+            ));
+        }
+        if self.upgrade.drain_timeout != shared.drain_timeout {
+            p.push(ConfigProblem::new(
+                "upgrade.drain_timeout",
+                "the relay drains for its own drain_timeout; set that instead and remove this key",
+            ));
+        }
         if self.bufsize < 512 {
             p.push(ConfigProblem::new(
                 "bufsize",
@@ -496,6 +511,20 @@ mod tests {
             Some(("https://a".into(), "stable".into()))
         );
         assert_eq!(c.channel_of(&c.contracts["https://b"]), None);
+    }
+
+    #[test]
+    fn shared_upgrade_keys_the_relay_takes_elsewhere_are_refused() {
+        let c = parse(
+            r#"{"address": "0.0.0.0:1", "upgrade": {"auto": false, "drain_timeout": "5s", "channel": "x"}}"#,
+        );
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        for k in ["upgrade.channel", "upgrade.auto", "upgrade.drain_timeout"] {
+            assert!(keys.iter().any(|x| x == k), "{k} in {keys:?}");
+        }
+        // The initial config (what `init` writes) raises none of them.
+        let initial = RelayConfig::initial().validate();
+        assert!(initial.iter().all(|p| !p.key.starts_with("upgrade")), "{initial:?}");
     }
 
     #[test]
