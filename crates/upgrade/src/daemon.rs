@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! fn software() -> String { wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION")) }
+//! fn component() -> Component { wireleap_upgrade::daemon::component(NAME, env!("CARGO_PKG_VERSION")) }
 //! // in run():
-//! let agent = daemon::start_agent(&ctx.home, component(), &ctx.config.upgrade, id, &ctx.readiness, &ctx.shutdown)?;
+//! let agent = daemon::start_agent_in(&ctx, component(), &ctx.config.upgrade, id)?;
 //! let stop = agent.stop_token();          // use instead of ctx.shutdown for every task
 //! agent.register_listener("api", &listener)?;
 //! serve_gated(listener, router, tls, stop.clone(), drain, Some(agent.gate().subscribe()))
@@ -18,7 +19,7 @@ use crate::check::Component;
 use crate::commands::UpgradeCommand;
 use crate::settings::{Settings, UpgradeConfig};
 use tokio_util::sync::CancellationToken;
-use wireleap_daemon::{Home, Readiness};
+use wireleap_daemon::{Home, Readiness, RunContext};
 
 /// The version this binary runs as: its build stamp's, else `default` (the crate version).
 pub fn software(default: &str) -> String {
@@ -28,6 +29,16 @@ pub fn software(default: &str) -> String {
 /// [`software`] as a semver (0.0.0 if the stamp is not one, which `stamp` refuses anyway).
 pub fn version(default: &str) -> semver::Version {
     semver::Version::parse(&software(default)).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+}
+
+/// The component of a binary without config or database migrations: `name` at the version
+/// it runs as (see [`version`]; `default` is the crate version).
+pub fn component(name: &'static str, default: &str) -> Component {
+    Component {
+        name,
+        version: version(default),
+        migrations: &[],
+    }
 }
 
 /// Starts the upgrade agent of a daemon from its config's `upgrade` section. `rollout_id`
@@ -52,6 +63,23 @@ pub fn start_agent(
         probe: None,
         binary: None,
     })?)
+}
+
+/// [`start_agent`] with the home, readiness and shutdown of the service's run context.
+pub fn start_agent_in<C>(
+    ctx: &RunContext<C>,
+    component: Component,
+    upgrade: &UpgradeConfig,
+    rollout_id: [u8; 32],
+) -> anyhow::Result<Agent> {
+    start_agent(
+        &ctx.home,
+        component,
+        upgrade,
+        rollout_id,
+        &ctx.readiness,
+        &ctx.shutdown,
+    )
 }
 
 impl Agent {
