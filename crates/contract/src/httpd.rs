@@ -83,6 +83,14 @@ impl TlsFiles {
     }
 }
 
+/// The server config of an optional `tls` config entry: `None` (plain HTTP) without one.
+pub fn tls_config(
+    tls: Option<&TlsFiles>,
+    home: &Path,
+) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+    tls.map(|t| t.server_config(home)).transpose()
+}
+
 /// Resolves the `database` config value: a relative SQLite path is taken relative to the
 /// home directory; other URLs are used as they are.
 pub fn database_url(configured: &str, home: &Path) -> String {

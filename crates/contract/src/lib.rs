@@ -46,11 +46,7 @@ pub struct Contract;
 /// What the upgrade machinery needs to know about this binary. No migrations yet: every
 /// config and database of earlier versions is read as is.
 pub fn component() -> wireleap_upgrade::Component {
-    wireleap_upgrade::Component {
-        name: NAME,
-        version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
-        migrations: &[],
-    }
+    wireleap_upgrade::daemon::component(NAME, env!("CARGO_PKG_VERSION"))
 }
 
 impl Service for Contract {
@@ -78,13 +74,11 @@ impl Service for Contract {
     /// stops serving: on a shutdown, or once a successor took over its listener.
     async fn run(mut ctx: RunContext<ContractConfig>) -> anyhow::Result<()> {
         let keypair = keyfile::load_keypair(&ctx.home)?;
-        let agent = wireleap_upgrade::daemon::start_agent(
-            &ctx.home,
+        let agent = wireleap_upgrade::daemon::start_agent_in(
+            &ctx,
             component(),
             &ctx.config.upgrade,
             keypair.public().0,
-            &ctx.readiness,
-            &ctx.shutdown,
         )?;
         // Cancelled on a shutdown and also on a hand-over, which must stop this process's
         // serving and jobs without the lifecycle's shutdown.
@@ -92,10 +86,7 @@ impl Service for Contract {
         let url = httpd::database_url(&ctx.config.database, ctx.home.dir());
         let db = wireleap_store::Db::open(&url).await?;
         let store = ContractStore::open(db).await?;
-        let tls = match &ctx.config.tls {
-            Some(t) => Some(t.server_config(ctx.home.dir())?),
-            None => None,
-        };
+        let tls = httpd::tls_config(ctx.config.tls.as_ref(), ctx.home.dir())?;
         let state = ContractState::new(
             keypair,
             ctx.config.clone(),
