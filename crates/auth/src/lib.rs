@@ -41,11 +41,7 @@ pub struct Auth;
 /// What the upgrade machinery needs to know about this binary. No migrations yet: every
 /// config and database of earlier versions is read as is.
 pub fn component() -> wireleap_upgrade::Component {
-    wireleap_upgrade::Component {
-        name: NAME,
-        version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
-        migrations: &[],
-    }
+    wireleap_upgrade::daemon::component(NAME, env!("CARGO_PKG_VERSION"))
 }
 
 /// `wireleap-auth`'s own subcommands.
@@ -116,23 +112,18 @@ impl Service for Auth {
     /// processes share the database during a hand-over; every issued pof is its own row.
     async fn run(mut ctx: RunContext<AuthConfig>) -> anyhow::Result<()> {
         let keypair = keyfile::load_keypair(&ctx.home)?;
-        let agent = wireleap_upgrade::daemon::start_agent(
-            &ctx.home,
+        let agent = wireleap_upgrade::daemon::start_agent_in(
+            &ctx,
             component(),
             &ctx.config.upgrade,
             keypair.public().0,
-            &ctx.readiness,
-            &ctx.shutdown,
         )?;
         // Cancelled on a shutdown and also on a hand-over, which must stop this process's
         // serving without the lifecycle's shutdown.
         let stop = agent.stop_token();
         let url = httpd::database_url(&ctx.config.database, ctx.home.dir());
         let store = AuthStore::open(wireleap_store::Db::open(&url).await?).await?;
-        let tls = match &ctx.config.tls {
-            Some(t) => Some(t.server_config(ctx.home.dir())?),
-            None => None,
-        };
+        let tls = httpd::tls_config(ctx.config.tls.as_ref(), ctx.home.dir())?;
         let state = AuthState::new(
             keypair,
             ctx.config.clone(),
