@@ -48,11 +48,7 @@ pub struct Directory;
 /// What the upgrade machinery needs to know about this binary. No migrations yet: every
 /// config and database of earlier versions is read as is.
 pub fn component() -> wireleap_upgrade::Component {
-    wireleap_upgrade::Component {
-        name: NAME,
-        version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
-        migrations: &[],
-    }
+    wireleap_upgrade::daemon::component(NAME, env!("CARGO_PKG_VERSION"))
 }
 
 /// Builds the HTTPS configuration of the API from the configured PEM files: the relay TLS
@@ -88,13 +84,11 @@ impl Service for Directory {
         let config = ctx.config.clone();
         let identity = keyfile::load_keypair(&ctx.home)
             .context("loading the directory key (run `wireleap-dir init` first)")?;
-        let agent = wireleap_upgrade::daemon::start_agent(
-            &ctx.home,
+        let agent = wireleap_upgrade::daemon::start_agent_in(
+            &ctx,
             component(),
             &config.upgrade,
             identity.public().0,
-            &ctx.readiness,
-            &ctx.shutdown,
         )?;
         // Cancelled on a shutdown and also on a hand-over, which must stop this process's
         // serving and background work without the lifecycle's shutdown.
