@@ -36,11 +36,7 @@ pub struct PsDummy;
 
 /// What the upgrade machinery installs and migrates: this binary at its stamped version.
 pub fn component() -> wireleap_upgrade::Component {
-    wireleap_upgrade::Component {
-        name: NAME,
-        version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
-        migrations: &[],
-    }
+    wireleap_upgrade::daemon::component(NAME, env!("CARGO_PKG_VERSION"))
 }
 
 /// `wireleap-ps-dummy`'s own subcommands.
@@ -90,21 +86,16 @@ impl Service for PsDummy {
     /// over the listener.
     async fn run(mut ctx: RunContext<PsDummyConfig>) -> anyhow::Result<()> {
         let keypair = keyfile::load_keypair(&ctx.home)?;
-        let agent = wireleap_upgrade::daemon::start_agent(
-            &ctx.home,
+        let agent = wireleap_upgrade::daemon::start_agent_in(
+            &ctx,
             component(),
             &ctx.config.upgrade,
             keypair.public().0,
-            &ctx.readiness,
-            &ctx.shutdown,
         )?;
         // A hand-over must end this process's serving like a shutdown does, while the
         // lifecycle's own shutdown stays with the agent, so everything below waits on this.
         ctx.shutdown = agent.stop_token();
-        let tls = match &ctx.config.tls {
-            Some(t) => Some(t.server_config(ctx.home.dir())?),
-            None => None,
-        };
+        let tls = httpd::tls_config(ctx.config.tls.as_ref(), ctx.home.dir())?;
         let state = PsState::new(keypair, ctx.config.clone(), httpd::system_clock())
             .context("setting up the auth client")?;
         let listener = listeners::bind_tcp("api", &ctx.config.address).await?;
