@@ -83,11 +83,7 @@ pub struct PsStripe;
 
 /// What the upgrade machinery installs and migrates: this binary at its stamped version.
 pub fn component() -> wireleap_upgrade::Component {
-    wireleap_upgrade::Component {
-        name: NAME,
-        version: wireleap_upgrade::daemon::version(env!("CARGO_PKG_VERSION")),
-        migrations: &[],
-    }
+    wireleap_upgrade::daemon::component(NAME, env!("CARGO_PKG_VERSION"))
 }
 
 /// `wireleap-ps-stripe`'s own subcommands.
@@ -147,13 +143,11 @@ impl Service for PsStripe {
     /// over the listener.
     async fn run(mut ctx: RunContext<PsStripeConfig>) -> anyhow::Result<()> {
         let keypair = keyfile::load_keypair(&ctx.home)?;
-        let agent = wireleap_upgrade::daemon::start_agent(
-            &ctx.home,
+        let agent = wireleap_upgrade::daemon::start_agent_in(
+            &ctx,
             component(),
             &ctx.config.upgrade,
             keypair.public().0,
-            &ctx.readiness,
-            &ctx.shutdown,
         )?;
         // A hand-over must end this process's serving (and the retry task) like a shutdown
         // does, while the lifecycle's own shutdown stays with the agent, so everything below
@@ -163,10 +157,7 @@ impl Service for PsStripe {
             .context("reading the Stripe secrets")?;
         let url = httpd::database_url(&ctx.config.database, ctx.home.dir());
         let store = StripeStore::open(wireleap_store::Db::open(&url).await?).await?;
-        let tls = match &ctx.config.tls {
-            Some(t) => Some(t.server_config(ctx.home.dir())?),
-            None => None,
-        };
+        let tls = httpd::tls_config(ctx.config.tls.as_ref(), ctx.home.dir())?;
         let state = PsState::new(
             keypair,
             ctx.config.clone(),
