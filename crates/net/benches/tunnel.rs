@@ -1,5 +1,6 @@
-//! Throughput of one stream: direct loopback TCP (baseline) vs 1 hop vs 3 nested hops of the
-//! tunnel (TLS 1.3 + HTTP/2, relay splicing to the target), upload and download.
+//! Throughput of one stream: direct loopback TCP (baseline), a plain TCP forwarder and a TLS
+//! forwarder (references: the extra loopback leg alone, and with TLS), vs 1 hop vs 3 nested
+//! hops of the tunnel (TLS 1.3 + HTTP/2, relay splicing to the target), upload and download.
 //!
 //! Run: `cargo bench -p wireleap-net --bench tunnel`. Knobs (env): `WL_BENCH_MIB` (bytes per
 //! run, default 256), `WL_BENCH_ROUNDS` (interleaved rounds, default 5), `WL_BENCH_STREAM_WINDOW`,
@@ -165,8 +166,38 @@ async fn start_tls_forwarder(seed: u8, target: SocketAddr) -> (SocketAddr, [u8; 
     (addr, pubkey)
 }
 
-/// (label, relays to pass through, whether it is the TLS-only reference).
-type Setup<'a> = (&'static str, &'a [(SocketAddr, [u8; 32])], bool);
+/// Reference point without TLS or HTTP/2: a plain TCP forwarder, i.e. only the extra
+/// loopback leg every hop adds. Its ratio bounds what any one-hop tunnel can reach here.
+async fn start_tcp_forwarder(target: SocketAddr) -> (SocketAddr, [u8; 32]) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut out = TcpStream::connect(target).await.unwrap();
+                let _ = out.set_nodelay(true);
+                let _ = splice(&mut tcp, &mut out, &splice_limits(), |_, _| {}).await;
+            });
+        }
+    });
+    (addr, [0; 32])
+}
+
+/// What a setup connects through besides tunnel relays.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    /// The relays listed (none: direct).
+    Relays,
+    /// The TLS-only reference forwarder.
+    Tls,
+    /// The plain TCP reference forwarder.
+    Tcp,
+}
+
+/// (label, relays or forwarder to pass through, which kind).
+type Setup<'a> = (&'static str, &'a [(SocketAddr, [u8; 32])], Via);
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
@@ -262,13 +293,17 @@ async fn transfer(mut io: Box<dyn Stream>, size: u64, upload: bool) -> Figure {
 
 async fn measure(
     relays: &[(SocketAddr, [u8; 32])],
-    tls_only: bool,
+    via: Via,
     target: SocketAddr,
     size: u64,
     upload: bool,
 ) -> Figure {
     let mut keep = Vec::new();
-    let io: Box<dyn Stream> = if tls_only {
+    let io: Box<dyn Stream> = if via == Via::Tcp {
+        let tcp = TcpStream::connect(relays[0].0).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        Box::new(tcp)
+    } else if via == Via::Tls {
         let tcp = tls::dial_tcp(&relays[0].0.to_string(), T).await.unwrap();
         Box::new(
             tls::dial_tls(tcp, None, Some(relays[0].1), T)
@@ -311,22 +346,28 @@ fn main() {
         let target = target_server().await;
         let relays = [start_relay(1).await, start_relay(6).await, start_relay(7).await];
         let forwarder = [start_tls_forwarder(8, target).await];
-        let setups: [Setup<'_>; 4] = [
-            ("direct TCP             ", &relays[..0], false),
-            ("TLS only, no h2 (ref.) ", &forwarder[..], true),
-            ("1 hop                  ", &relays[..1], false),
-            ("3 nested hops          ", &relays[..], false),
+        let tcp_forwarder = [start_tcp_forwarder(target).await];
+        let setups: [Setup<'_>; 5] = [
+            ("direct TCP             ", &relays[..0], Via::Relays),
+            ("TCP forwarder (bound)  ", &tcp_forwarder[..], Via::Tcp),
+            ("TLS only, no h2 (ref.) ", &forwarder[..], Via::Tls),
+            ("1 hop                  ", &relays[..1], Via::Relays),
+            ("3 nested hops          ", &relays[..], Via::Relays),
         ];
         // `WL_BENCH_HOPS=0,1` restricts the setups (for profiling; 9 = the TLS-only
-        // reference); ratios need 0 included.
+        // reference, 8 = the TCP forwarder); ratios need 0 included.
         let only: Option<Vec<usize>> = std::env::var("WL_BENCH_HOPS")
             .ok()
             .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
         let setups: Vec<_> = setups
             .into_iter()
-            .filter(|(_, hops, tls_only)| {
-                only.as_ref()
-                    .is_none_or(|o| o.contains(&if *tls_only { 9 } else { hops.len() }))
+            .filter(|(_, hops, via)| {
+                let id = match via {
+                    Via::Tls => 9,
+                    Via::Tcp => 8,
+                    Via::Relays => hops.len(),
+                };
+                only.as_ref().is_none_or(|o| o.contains(&id))
             })
             .collect();
         for upload in [true, false] {
@@ -335,8 +376,8 @@ fn main() {
             // them alike; ratios are taken within a round.
             let mut figs: Vec<Vec<Figure>> = vec![Vec::new(); setups.len()];
             for _ in 0..rounds {
-                for (i, (_, hops, tls_only)) in setups.iter().enumerate() {
-                    figs[i].push(measure(hops, *tls_only, target, size, upload).await);
+                for (i, (_, hops, via)) in setups.iter().enumerate() {
+                    figs[i].push(measure(hops, *via, target, size, upload).await);
                 }
             }
             for (i, (name, _, _)) in setups.iter().enumerate() {
