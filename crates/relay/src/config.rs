@@ -524,7 +524,10 @@ mod tests {
         }
         // The initial config (what `init` writes) raises none of them.
         let initial = RelayConfig::initial().validate();
-        assert!(initial.iter().all(|p| !p.key.starts_with("upgrade")), "{initial:?}");
+        assert!(
+            initial.iter().all(|p| !p.key.starts_with("upgrade")),
+            "{initial:?}"
+        );
     }
 
     #[test]
