@@ -188,6 +188,9 @@ async fn run(mut ctx: RunContext<ClientConfig>) -> anyhow::Result<()> {
         let router = api::broker_router(state);
         let stop = stop.clone();
         let gate = Some(agent.gate().subscribe());
+        // The broker carries tunnels like the SOCKS port: on a hand-over its open streams
+        // get the same drain time (on a shutdown they are cut after the wind-down below).
+        let drain = agent.drain_timeout();
         tasks.spawn(async move {
             if let Err(e) = wireleap_api::serve_gated(l, router, None, stop, drain, gate).await {
                 tracing::error!(error = %e, "h2c broker failed");
