@@ -19,7 +19,7 @@ use crate::check::Component;
 use crate::commands::UpgradeCommand;
 use crate::settings::{Settings, UpgradeConfig};
 use tokio_util::sync::CancellationToken;
-use wireleap_daemon::{Home, Readiness, RunContext};
+use wireleap_daemon::{Config, Home, Readiness, RunContext};
 
 /// The version this binary runs as: its build stamp's, else `default` (the crate version).
 pub fn software(default: &str) -> String {
@@ -109,4 +109,19 @@ pub async fn command(
 ) -> anyhow::Result<()> {
     let settings = upgrade.and_then(|u| Ok(Settings::from_config(&u, None, None)?));
     crate::commands::run(home, component, cmd, settings).await
+}
+
+/// [`command`] for a daemon whose config type is `C`: its config is read from the home and
+/// `upgrade` picks the `upgrade` section out of it.
+pub async fn command_for<C: Config>(
+    home: &Home,
+    component: &Component,
+    cmd: UpgradeCommand,
+    upgrade: impl FnOnce(C) -> UpgradeConfig,
+) -> anyhow::Result<()> {
+    let section = home
+        .load_config::<C>()
+        .map(|(c, _)| upgrade(c))
+        .map_err(anyhow::Error::from);
+    command(home, component, cmd, section).await
 }
