@@ -180,11 +180,10 @@ impl Service for Auth {
         match command {
             AuthCommand::Issue(args) => issue_offline(home, args).await,
             AuthCommand::Upgrade(c) => {
-                let upgrade = home
-                    .load_config::<AuthConfig>()
-                    .map(|(c, _)| c.upgrade)
-                    .map_err(anyhow::Error::from);
-                wireleap_upgrade::daemon::command(home, &component(), c, upgrade).await
+                wireleap_upgrade::daemon::command_for(home, &component(), c, |c: AuthConfig| {
+                    c.upgrade
+                })
+                .await
             }
         }
     }
