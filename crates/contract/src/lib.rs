@@ -155,10 +155,9 @@ impl Service for Contract {
     }
 
     async fn command(home: &Home, command: UpgradeCommand) -> anyhow::Result<()> {
-        let upgrade = home
-            .load_config::<ContractConfig>()
-            .map(|(c, _)| c.upgrade)
-            .map_err(anyhow::Error::from);
-        wireleap_upgrade::daemon::command(home, &component(), command, upgrade).await
+        wireleap_upgrade::daemon::command_for(home, &component(), command, |c: ContractConfig| {
+            c.upgrade
+        })
+        .await
     }
 }
