@@ -199,11 +199,13 @@ pub async fn run(home: &Home, cmd: DirCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DirCommand::Upgrade(c) => {
-            let upgrade = home
-                .load_config::<DirectoryConfig>()
-                .map(|(c, _)| c.upgrade)
-                .map_err(anyhow::Error::from);
-            wireleap_upgrade::daemon::command(home, &crate::component(), c, upgrade).await
+            wireleap_upgrade::daemon::command_for(
+                home,
+                &crate::component(),
+                c,
+                |c: DirectoryConfig| c.upgrade,
+            )
+            .await
         }
     }
 }
