@@ -131,13 +131,11 @@ impl Service for PsDummy {
         match command {
             PsDummyCommand::Accesskeys(args) => fetch_accesskeys(home, args).await,
             PsDummyCommand::Upgrade(cmd) => {
-                wireleap_upgrade::daemon::command(
+                wireleap_upgrade::daemon::command_for(
                     home,
                     &component(),
                     cmd,
-                    home.load_config::<PsDummyConfig>()
-                        .map(|(c, _)| c.upgrade)
-                        .map_err(anyhow::Error::from),
+                    |c: PsDummyConfig| c.upgrade,
                 )
                 .await
             }
