@@ -288,13 +288,11 @@ impl Service for PsStripe {
                 Ok(())
             }
             PsStripeCommand::Upgrade(cmd) => {
-                wireleap_upgrade::daemon::command(
+                wireleap_upgrade::daemon::command_for(
                     home,
                     &component(),
                     cmd,
-                    home.load_config::<PsStripeConfig>()
-                        .map(|(c, _)| c.upgrade)
-                        .map_err(anyhow::Error::from),
+                    |c: PsStripeConfig| c.upgrade,
                 )
                 .await
             }
