@@ -125,3 +125,77 @@ pub async fn command_for<C: Config>(
         .map_err(anyhow::Error::from);
     command(home, component, cmd, section).await
 }
+
+/// Test support for a daemon's config type `C`, whose `upgrade` section `upgrade` picks: the
+/// section is optional (absent: the defaults), takes `channel`, `auto` and `drain_timeout`,
+/// refuses unknown keys, and validation names its bad values `upgrade.<key>`. The first check
+/// that failed, if any.
+pub fn check_upgrade_section<C: Config>(
+    upgrade: impl Fn(&C) -> &UpgradeConfig,
+) -> Result<(), String> {
+    let parse = |json: &str| serde_json::from_str::<C>(json).map_err(|e| format!("{json}: {e}"));
+    if *upgrade(&parse("{}")?) != UpgradeConfig::default() {
+        return Err("an absent upgrade section is not the defaults".into());
+    }
+    let set = parse(r#"{"upgrade": {"channel": "beta", "auto": false, "drain_timeout": "5s"}}"#)?;
+    let u = upgrade(&set);
+    if u.channel.as_deref() != Some("beta") || u.auto {
+        return Err(format!("channel and auto were not taken: {u:?}"));
+    }
+    let problems = set.validate();
+    if !problems.is_empty() {
+        return Err(format!("a valid upgrade section is refused: {problems:?}"));
+    }
+    if serde_json::from_str::<C>(r#"{"upgrade": {"chanel": "x"}}"#).is_ok() {
+        return Err("an unknown key in the upgrade section is accepted".into());
+    }
+    let bad = parse(r#"{"upgrade": {"releases": "ftp://x", "channel": "no way"}}"#)?;
+    let keys: Vec<_> = bad.validate().into_iter().map(|p| p.key).collect();
+    match ["upgrade.releases", "upgrade.channel"]
+        .into_iter()
+        .find(|k| !keys.iter().any(|x| x == k))
+    {
+        Some(k) => Err(format!("{k} is not named among the problems {keys:?}")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use wireleap_daemon::ConfigProblem;
+
+    /// A config type that validates its `upgrade` section.
+    #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Checked {
+        upgrade: UpgradeConfig,
+    }
+
+    impl Config for Checked {
+        fn validate(&self) -> Vec<ConfigProblem> {
+            self.upgrade.problems("upgrade")
+        }
+    }
+
+    /// The same type forgetting to.
+    #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Unchecked {
+        upgrade: UpgradeConfig,
+    }
+
+    impl Config for Unchecked {
+        fn validate(&self) -> Vec<ConfigProblem> {
+            vec![]
+        }
+    }
+
+    #[test]
+    fn upgrade_section_check_passes_a_validated_section_and_fails_an_unvalidated_one() {
+        check_upgrade_section::<Checked>(|c| &c.upgrade).unwrap();
+        let e = check_upgrade_section::<Unchecked>(|c| &c.upgrade).unwrap_err();
+        assert!(e.contains("upgrade.releases"), "{e}");
+    }
+}
