@@ -1,5 +1,5 @@
 //! What the two payment services (ps-dummy, ps-stripe) share: the `auth`/`contract` peer
-//! config entries and their checks, the API URL their CLI commands call, the client that
+//! config entries, their checks and lookup, the API URL their CLI commands call, the client that
 //! talks to auth as a payment service, asking auth for pofs and checking what comes back,
 //! and refusing withdrawals signed by any other contract.
 //!
@@ -67,6 +67,25 @@ pub fn check_common(
         contract.map(|c| c.endpoint.as_str()),
     );
     p
+}
+
+/// The configured `auth` and `contract` peers, or `unconfigured` with a cause naming the first
+/// of the two config keys that is unset (`service` is the daemon's short name, e.g.
+/// `ps-dummy`).
+pub fn peers<'a>(
+    service: &str,
+    unconfigured: Status,
+    auth: Option<&'a Peer>,
+    contract: Option<&'a Peer>,
+) -> Result<(&'a Peer, &'a Peer), StatusReply> {
+    let missing = |what: &str| {
+        StatusReply(unconfigured.clone().with_cause(format!(
+            "this {service} has no {what} configured (config key `{what}`)"
+        )))
+    };
+    let auth = auth.ok_or_else(|| missing("auth"))?;
+    let contract = contract.ok_or_else(|| missing("contract"))?;
+    Ok((auth, contract))
 }
 
 /// The client that asks auth for pofs, signing as payment service `keypair` (interface
@@ -193,6 +212,27 @@ mod tests {
         assert_eq!(
             keys,
             ["address", "endpoint", "auth.endpoint", "contract.endpoint"]
+        );
+    }
+
+    #[test]
+    fn peers_names_the_first_missing_key() {
+        let p = peer("http://127.0.0.1:6", 1);
+        let (a, c) = peers("ps-x", Status::gateway(), Some(&p), Some(&p)).unwrap();
+        assert_eq!((a, c), (&p, &p));
+        let e = peers("ps-x", Status::gateway(), None, None).unwrap_err().0;
+        assert_eq!(e.code, Status::gateway().code);
+        assert_eq!(
+            e.cause.as_deref(),
+            Some("this ps-x has no auth configured (config key `auth`)")
+        );
+        let e = peers("ps-x", Status::internal(), Some(&p), None)
+            .unwrap_err()
+            .0;
+        assert_eq!(e.code, Status::internal().code);
+        assert_eq!(
+            e.cause.as_deref(),
+            Some("this ps-x has no contract configured (config key `contract`)")
         );
     }
 
