@@ -122,16 +122,12 @@ async fn accesskeys(
     if duration.as_secs() < 1 {
         return Err(bad(format!("duration must be at least 1s, got {duration}")));
     }
-    let unconfigured = |what: &str| {
-        StatusReply(Status::gateway().with_cause(format!(
-            "this ps-dummy has no {what} configured (config key `{what}`)"
-        )))
-    };
-    let auth = config.auth.as_ref().ok_or_else(|| unconfigured("auth"))?;
-    let contract = config
-        .contract
-        .as_ref()
-        .ok_or_else(|| unconfigured("contract"))?;
+    let (auth, contract) = payservice::peers(
+        "ps-dummy",
+        Status::gateway(),
+        config.auth.as_ref(),
+        config.contract.as_ref(),
+    )?;
     let pof_request = PofRequest {
         quantity: req.quantity,
         kind: config.pof_type.clone(),
