@@ -314,16 +314,12 @@ impl PsState {
     /// Asks auth for the order's pofs, checks them, and renders the access key file.
     async fn make_accesskey(&self, order: &Order) -> Result<String, StatusReply> {
         let config = self.config();
-        let unconfigured = |what: &str| {
-            unavailable(format!(
-                "this ps-stripe has no {what} configured (config key `{what}`)"
-            ))
-        };
-        let auth = config.auth.as_ref().ok_or_else(|| unconfigured("auth"))?;
-        let contract = config
-            .contract
-            .as_ref()
-            .ok_or_else(|| unconfigured("contract"))?;
+        let (auth, contract) = payservice::peers(
+            "ps-stripe",
+            Status::new(503, "service unavailable"),
+            config.auth.as_ref(),
+            config.contract.as_ref(),
+        )?;
         let accounting = match (order.amount_total, &order.currency) {
             (Some(total), Some(currency)) if order.quantity > 0 && is_currency(currency) => {
                 Some(Accounting {
