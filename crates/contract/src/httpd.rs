@@ -91,6 +91,24 @@ pub fn tls_config(
     tls.map(|t| t.server_config(home)).transpose()
 }
 
+/// Serves `app` over plain HTTP on an ephemeral 127.0.0.1 port until `stop` is cancelled
+/// (one second to drain), for tests that need a throwaway server; its base URL.
+pub async fn serve_local(
+    app: axum::Router,
+    stop: &tokio_util::sync::CancellationToken,
+) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(wireleap_api::serve(
+        listener,
+        app,
+        None,
+        stop.clone(),
+        std::time::Duration::from_secs(1),
+    ));
+    Ok(url)
+}
+
 /// Resolves the `database` config value: a relative SQLite path is taken relative to the
 /// home directory; other URLs are used as they are.
 pub fn database_url(configured: &str, home: &Path) -> String {

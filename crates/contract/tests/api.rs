@@ -486,17 +486,11 @@ async fn fake_ps(state: &'static str) -> (String, Arc<AtomicUsize>, Cancellation
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/withdrawals", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    tokio::spawn(wireleap_api::serve(
-        listener,
-        app,
-        None,
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
-    (url, calls, stop)
+    let base = wireleap_contract::httpd::serve_local(app, &stop)
+        .await
+        .unwrap();
+    (format!("{base}/withdrawals"), calls, stop)
 }
 
 async fn funded_relay(s: &Server) -> Keypair {
