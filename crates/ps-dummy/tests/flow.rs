@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wireleap_api::{ApiClient, ApiError, Identity, RetryPolicy};
 use wireleap_auth::{AuthConfig, AuthState, AuthStore, PaymentService};
@@ -27,16 +26,9 @@ fn contract_key() -> Keypair {
 }
 
 async fn serve(app: axum::Router, stop: &CancellationToken) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(wireleap_api::serve(
-        listener,
-        app,
-        None,
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
-    url
+    wireleap_contract::httpd::serve_local(app, stop)
+        .await
+        .unwrap()
 }
 
 struct Net {
