@@ -38,16 +38,9 @@ fn contract_key() -> Keypair {
 }
 
 async fn serve(app: axum::Router, stop: &CancellationToken) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(wireleap_api::serve(
-        listener,
-        app,
-        None,
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
-    url
+    wireleap_contract::httpd::serve_local(app, stop)
+        .await
+        .unwrap()
 }
 
 // ---- fake Stripe -------------------------------------------------------------------------
