@@ -8,7 +8,7 @@
 //! fn software() -> String { wireleap_upgrade::daemon::software(env!("CARGO_PKG_VERSION")) }
 //! fn component() -> Component { wireleap_upgrade::daemon::component(NAME, env!("CARGO_PKG_VERSION")) }
 //! // in run():
-//! let agent = daemon::start_agent_in(&ctx, component(), &ctx.config.upgrade, id)?;
+//! let (keypair, agent) = daemon::start_with_key(&ctx, component(), &ctx.config.upgrade)?;
 //! let stop = agent.stop_token();          // use instead of ctx.shutdown for every task
 //! agent.register_listener("api", &listener)?;
 //! serve_gated(listener, router, tls, stop.clone(), drain, Some(agent.gate().subscribe()))
@@ -19,7 +19,8 @@ use crate::check::Component;
 use crate::commands::UpgradeCommand;
 use crate::settings::{Settings, UpgradeConfig};
 use tokio_util::sync::CancellationToken;
-use wireleap_daemon::{Config, Home, Readiness, RunContext};
+use wireleap_daemon::{keyfile, Config, Home, Readiness, RunContext};
+use wireleap_proto::keys::Keypair;
 
 /// The version this binary runs as: its build stamp's, else `default` (the crate version).
 pub fn software(default: &str) -> String {
@@ -80,6 +81,18 @@ pub fn start_agent_in<C>(
         &ctx.readiness,
         &ctx.shutdown,
     )
+}
+
+/// Loads the service's identity key from its home and starts its upgrade agent
+/// ([`start_agent_in`]), placed in staged rollouts by that key.
+pub fn start_with_key<C>(
+    ctx: &RunContext<C>,
+    component: Component,
+    upgrade: &UpgradeConfig,
+) -> anyhow::Result<(Keypair, Agent)> {
+    let keypair = keyfile::load_keypair(&ctx.home)?;
+    let agent = start_agent_in(ctx, component, upgrade, keypair.public().0)?;
+    Ok((keypair, agent))
 }
 
 impl Agent {
