@@ -111,13 +111,8 @@ impl Service for Auth {
     /// stops serving: on a shutdown, or once a successor took over its listener. Both
     /// processes share the database during a hand-over; every issued pof is its own row.
     async fn run(mut ctx: RunContext<AuthConfig>) -> anyhow::Result<()> {
-        let keypair = keyfile::load_keypair(&ctx.home)?;
-        let agent = wireleap_upgrade::daemon::start_agent_in(
-            &ctx,
-            component(),
-            &ctx.config.upgrade,
-            keypair.public().0,
-        )?;
+        let (keypair, agent) =
+            wireleap_upgrade::daemon::start_with_key(&ctx, component(), &ctx.config.upgrade)?;
         // Cancelled on a shutdown and also on a hand-over, which must stop this process's
         // serving without the lifecycle's shutdown.
         let stop = agent.stop_token();
