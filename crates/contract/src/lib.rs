@@ -27,7 +27,7 @@ pub use store::ContractStore;
 
 use anyhow::Context as _;
 use std::time::Duration;
-use wireleap_daemon::{keyfile, listeners, Home, RunContext, Service, VersionInfo};
+use wireleap_daemon::{listeners, Home, RunContext, Service, VersionInfo};
 use wireleap_upgrade::UpgradeCommand;
 
 /// How often closed servicekeys are looked for.
@@ -73,13 +73,8 @@ impl Service for Contract {
     /// Serves until stopped. The upgrade agent runs alongside and decides when this process
     /// stops serving: on a shutdown, or once a successor took over its listener.
     async fn run(mut ctx: RunContext<ContractConfig>) -> anyhow::Result<()> {
-        let keypair = keyfile::load_keypair(&ctx.home)?;
-        let agent = wireleap_upgrade::daemon::start_agent_in(
-            &ctx,
-            component(),
-            &ctx.config.upgrade,
-            keypair.public().0,
-        )?;
+        let (keypair, agent) =
+            wireleap_upgrade::daemon::start_with_key(&ctx, component(), &ctx.config.upgrade)?;
         // Cancelled on a shutdown and also on a hand-over, which must stop this process's
         // serving and jobs without the lifecycle's shutdown.
         let stop = agent.stop_token();
