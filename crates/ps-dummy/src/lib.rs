@@ -18,9 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use wireleap_contract::httpd::{self, TlsFiles};
 use wireleap_contract::payservice;
-use wireleap_daemon::{
-    keyfile, listeners, Config, ConfigProblem, Home, RunContext, Service, VersionInfo,
-};
+use wireleap_daemon::{listeners, Config, ConfigProblem, Home, RunContext, Service, VersionInfo};
 use wireleap_proto::accesskey::AccessKey;
 use wireleap_proto::duration::Duration;
 
@@ -85,13 +83,8 @@ impl Service for PsDummy {
     /// Serves until stopped: by a shutdown, or by the upgrade agent once a successor took
     /// over the listener.
     async fn run(mut ctx: RunContext<PsDummyConfig>) -> anyhow::Result<()> {
-        let keypair = keyfile::load_keypair(&ctx.home)?;
-        let agent = wireleap_upgrade::daemon::start_agent_in(
-            &ctx,
-            component(),
-            &ctx.config.upgrade,
-            keypair.public().0,
-        )?;
+        let (keypair, agent) =
+            wireleap_upgrade::daemon::start_with_key(&ctx, component(), &ctx.config.upgrade)?;
         // A hand-over must end this process's serving like a shutdown does, while the
         // lifecycle's own shutdown stays with the agent, so everything below waits on this.
         ctx.shutdown = agent.stop_token();
