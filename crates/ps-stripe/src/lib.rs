@@ -65,7 +65,7 @@ pub mod stripe;
 use anyhow::Context as _;
 use std::path::PathBuf;
 use wireleap_contract::httpd;
-use wireleap_daemon::{keyfile, listeners, Home, RunContext, Service, VersionInfo};
+use wireleap_daemon::{listeners, Home, RunContext, Service, VersionInfo};
 
 pub use api::{router, CheckoutReply, CheckoutRequest, PsState};
 pub use config::{PsStripeConfig, Secrets};
@@ -142,13 +142,8 @@ impl Service for PsStripe {
     /// Serves until stopped: by a shutdown, or by the upgrade agent once a successor took
     /// over the listener.
     async fn run(mut ctx: RunContext<PsStripeConfig>) -> anyhow::Result<()> {
-        let keypair = keyfile::load_keypair(&ctx.home)?;
-        let agent = wireleap_upgrade::daemon::start_agent_in(
-            &ctx,
-            component(),
-            &ctx.config.upgrade,
-            keypair.public().0,
-        )?;
+        let (keypair, agent) =
+            wireleap_upgrade::daemon::start_with_key(&ctx, component(), &ctx.config.upgrade)?;
         // A hand-over must end this process's serving (and the retry task) like a shutdown
         // does, while the lifecycle's own shutdown stays with the agent, so everything below
         // waits on this.
