@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use wireleap_api::server::{ApiState, RelayCaller};
+use wireleap_api::server::RelayCaller;
 use wireleap_api::{ApiClient, ApiError, ApiJson, Identity, RetryPolicy, StatusReply};
 use wireleap_proto::contractinfo::ContractInfo;
 use wireleap_proto::keys::{Keypair, PublicKey};
@@ -282,12 +282,7 @@ pub fn router(state: Arc<ContractState>) -> axum::Router {
         .route("/payout/balance", get(balance))
         .route("/payout/tokens", get(tokens))
         .route("/payout/withdrawals", get(last_withdrawal).post(withdraw));
-    httpd::with_fallbacks(routes)
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            ApiState::new(&SERVED),
-            wireleap_api::server::gate,
-        ))
+    httpd::gated_router(routes, state, &SERVED)
 }
 
 type St = State<Arc<ContractState>>;

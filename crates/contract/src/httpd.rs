@@ -373,6 +373,21 @@ pub fn with_fallbacks<S: Clone + Send + Sync + 'static>(
         .method_not_allowed_fallback(method_not_allowed)
 }
 
+/// A daemon's finished API router: `routes` with the status fallbacks and `state`, behind
+/// `wireleap_api`'s version gate and idempotency cache for the interfaces it `serves`.
+pub fn gated_router<S: Clone + Send + Sync + 'static>(
+    routes: axum::Router<S>,
+    state: S,
+    serves: &[wireleap_proto::version::Interface],
+) -> axum::Router {
+    with_fallbacks(routes)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            wireleap_api::server::ApiState::new(serves),
+            wireleap_api::server::gate,
+        ))
+}
+
 /// Maps a storage failure to the 500 status (details go to the log, not to the caller).
 pub fn internal(context: &str, e: &dyn std::fmt::Display) -> StatusReply {
     tracing::error!(error = %e, "{context}");
