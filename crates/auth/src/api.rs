@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
-use wireleap_api::server::{ApiState, PsCaller};
+use wireleap_api::server::PsCaller;
 use wireleap_api::{ApiJson, StatusReply};
 use wireleap_contract::httpd::{self, Clock, Shape, StrictBody, StrictSigned};
 use wireleap_proto::keys::{Keypair, PublicKey};
@@ -97,12 +97,7 @@ pub fn router(state: Arc<AuthState>) -> axum::Router {
     let routes = axum::Router::new()
         .route("/info", get(info))
         .route("/pofs", post(pofs));
-    httpd::with_fallbacks(routes)
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            ApiState::new(&SERVED),
-            wireleap_api::server::gate,
-        ))
+    httpd::gated_router(routes, state, &SERVED)
 }
 
 async fn info(State(s): State<Arc<AuthState>>) -> ApiJson<AuthInfo> {
