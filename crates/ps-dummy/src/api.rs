@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
-use wireleap_api::server::{ApiState, ContractCaller};
+use wireleap_api::server::ContractCaller;
 use wireleap_api::{ApiClient, ApiError, ApiJson, StatusReply};
 use wireleap_contract::httpd::{self, Clock, Shape, StrictBody, StrictJson, StrictSigned};
 use wireleap_contract::payservice::{self, PofsError};
@@ -93,12 +93,7 @@ pub fn router(state: Arc<PsState>) -> axum::Router {
     let routes = axum::Router::new()
         .route("/accesskeys", post(accesskeys))
         .route("/withdrawals", post(withdrawals));
-    httpd::with_fallbacks(routes)
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            ApiState::new(&SERVED),
-            wireleap_api::server::gate,
-        ))
+    httpd::gated_router(routes, state, &SERVED)
 }
 
 async fn accesskeys(
