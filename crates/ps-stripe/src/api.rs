@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
-use wireleap_api::server::{ApiState, ContractCaller};
+use wireleap_api::server::ContractCaller;
 use wireleap_api::{ApiClient, ApiError, ApiJson, StatusReply};
 use wireleap_contract::httpd::{self, Clock, Shape, StrictBody, StrictJson, StrictSigned};
 use wireleap_contract::payservice::{self, PofsError};
@@ -368,12 +368,7 @@ pub fn router(state: Arc<PsState>) -> axum::Router {
         .route("/webhook", post(webhook))
         .route("/accesskeys/{session}", get(accesskey))
         .route("/withdrawals", post(withdrawals));
-    httpd::with_fallbacks(routes)
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
-            ApiState::new(&SERVED),
-            wireleap_api::server::gate,
-        ))
+    httpd::gated_router(routes, state, &SERVED)
 }
 
 type St = State<Arc<PsState>>;
