@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use wireleap_api::{ApiClient, ApiError, Identity, RetryPolicy};
 use wireleap_auth::{AuthConfig, AuthState, AuthStore, PaymentService};
+use wireleap_contract::httpd::serve_local;
 use wireleap_proto::accesskey::AccessKey;
 use wireleap_proto::keys::Keypair;
 use wireleap_proto::payout::Withdrawal;
@@ -23,12 +24,6 @@ fn ps_key() -> Keypair {
 }
 fn contract_key() -> Keypair {
     Keypair::from_seed([2; 32])
-}
-
-async fn serve(app: axum::Router, stop: &CancellationToken) -> String {
-    wireleap_contract::httpd::serve_local(app, stop)
-        .await
-        .unwrap()
 }
 
 struct Net {
@@ -57,7 +52,9 @@ async fn net(trusted: Keypair, auth_up: bool) -> Net {
     };
     let auth_url = if auth_up {
         let state = AuthState::new(auth_key(), auth_config, store, Arc::new(|| T0));
-        serve(wireleap_auth::router(state), &stop).await
+        serve_local(wireleap_auth::router(state), &stop)
+            .await
+            .unwrap()
     } else {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
@@ -72,7 +69,7 @@ async fn net(trusted: Keypair, auth_up: bool) -> Net {
     }))
     .unwrap();
     let ps = PsState::new(ps_key(), config, Arc::new(|| T0)).unwrap();
-    let ps = serve(router(ps), &stop).await;
+    let ps = serve_local(router(ps), &stop).await.unwrap();
     Net { ps, stop, _db: db }
 }
 
