@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wireleap_api::{ApiClient, ApiError, Identity, RetryPolicy};
 use wireleap_auth::{AuthConfig, AuthState, AuthStore, PaymentService};
+use wireleap_contract::httpd::serve_local;
 use wireleap_proto::accesskey::AccessKey;
 use wireleap_proto::keys::Keypair;
 use wireleap_proto::payout::Withdrawal;
@@ -35,12 +36,6 @@ fn ps_key() -> Keypair {
 }
 fn contract_key() -> Keypair {
     Keypair::from_seed([2; 32])
-}
-
-async fn serve(app: axum::Router, stop: &CancellationToken) -> String {
-    wireleap_contract::httpd::serve_local(app, stop)
-        .await
-        .unwrap()
 }
 
 // ---- fake Stripe -------------------------------------------------------------------------
@@ -242,9 +237,11 @@ async fn net(db: wireleap_store::Db, trusted: bool) -> Net {
         auth_store.clone(),
         Arc::new(|| T0),
     );
-    let auth_url = serve(wireleap_auth::router(auth.clone()), &stop).await;
+    let auth_url = serve_local(wireleap_auth::router(auth.clone()), &stop)
+        .await
+        .unwrap();
     let fake = FakeState::default();
-    let stripe_url = serve(
+    let stripe_url = serve_local(
         axum::Router::new()
             .route("/v1/checkout/sessions", form_post(fake_sessions))
             .route(
@@ -254,7 +251,8 @@ async fn net(db: wireleap_store::Db, trusted: bool) -> Net {
             .with_state(fake.clone()),
         &stop,
     )
-    .await;
+    .await
+    .unwrap();
     let keys_dir = tempfile::tempdir().unwrap();
     let config: PsStripeConfig = serde_json::from_value(serde_json::json!({
         "address": "127.0.0.1:0",
@@ -287,7 +285,7 @@ async fn net(db: wireleap_store::Db, trusted: bool) -> Net {
         std::path::PathBuf::from("/nonexistent-home"),
     )
     .unwrap();
-    let ps = serve(router(state.clone()), &stop).await;
+    let ps = serve_local(router(state.clone()), &stop).await.unwrap();
     Net {
         ps,
         state,
