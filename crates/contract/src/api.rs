@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use wireleap_api::server::RelayCaller;
-use wireleap_api::{ApiClient, ApiError, ApiJson, Identity, RetryPolicy, StatusReply};
+use wireleap_api::{ApiClient, ApiError, ApiJson, RetryPolicy, StatusReply};
 use wireleap_proto::contractinfo::ContractInfo;
 use wireleap_proto::keys::{Keypair, PublicKey};
 use wireleap_proto::payout::{Withdrawal, WithdrawalRequest, WithdrawalState};
@@ -126,18 +126,12 @@ impl ContractState {
         store: ContractStore,
         clock: Clock,
     ) -> Result<Arc<Self>, ApiError> {
-        let ps = ApiClient::new(
-            Some(Identity {
-                keypair: keypair.clone(),
-                component: Component::Contract,
-                interfaces: vec![Interface::ContractPs],
-            }),
-            false,
-        )?
-        .with_retry(RetryPolicy {
-            attempts: 2,
-            delay: Duration::from_millis(500),
-        });
+        let ps =
+            crate::payservice::signed_client(&keypair, Component::Contract, Interface::ContractPs)?
+                .with_retry(RetryPolicy {
+                    attempts: 2,
+                    delay: Duration::from_millis(500),
+                });
         Ok(Arc::new(ContractState {
             submitter: Submitter::spawn(keypair.public(), store.clone()),
             keypair,

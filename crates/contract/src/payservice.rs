@@ -1,6 +1,6 @@
 //! What the two payment services (ps-dummy, ps-stripe) share: the `auth`/`contract` peer
 //! config entries, their checks and lookup, the API URL their CLI commands call, the client that
-//! talks to auth as a payment service, asking auth for pofs and checking what comes back,
+//! talks to auth as a payment service (and the one the contract pays through), asking auth for pofs and checking what comes back,
 //! and refusing withdrawals signed by any other contract.
 //!
 //! Not here: anything about money (selling, paying out), which is each service's own, and
@@ -88,21 +88,34 @@ pub fn peers<'a>(
     Ok((auth, contract))
 }
 
+/// A client that signs its requests as `component` with `keypair` for `interface` (the
+/// contract paying through a payment service, a payment service asking auth for pofs).
+pub fn signed_client(
+    keypair: &Keypair,
+    component: Component,
+    interface: Interface,
+) -> Result<ApiClient, ApiError> {
+    ApiClient::new(
+        Some(Identity {
+            keypair: keypair.clone(),
+            component,
+            interfaces: vec![interface],
+        }),
+        false,
+    )
+}
+
 /// The client that asks auth for pofs, signing as payment service `keypair` (interface
 /// ps-auth); a failed call is tried once more after half a second.
 pub fn auth_client(keypair: &Keypair) -> Result<ApiClient, ApiError> {
-    Ok(ApiClient::new(
-        Some(Identity {
-            keypair: keypair.clone(),
-            component: Component::PaymentService,
-            interfaces: vec![Interface::PsAuth],
-        }),
-        false,
-    )?
-    .with_retry(RetryPolicy {
-        attempts: 2,
-        delay: Duration::from_millis(500),
-    }))
+    Ok(
+        signed_client(keypair, Component::PaymentService, Interface::PsAuth)?.with_retry(
+            RetryPolicy {
+                attempts: 2,
+                delay: Duration::from_millis(500),
+            },
+        ),
+    )
 }
 
 /// Why no usable pofs came from auth.
