@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use wireleap_api::{ApiClient, ApiError, Identity, RetryPolicy};
+use wireleap_api::{ApiClient, ApiError, RetryPolicy};
 use wireleap_auth::{AuthConfig, AuthState, AuthStore, PaymentService};
 use wireleap_contract::httpd::serve_local;
+use wireleap_contract::payservice::signed_client;
 use wireleap_proto::accesskey::AccessKey;
 use wireleap_proto::keys::Keypair;
 use wireleap_proto::payout::Withdrawal;
@@ -156,16 +157,9 @@ async fn dummy_withdrawals_for_the_configured_contract_only() {
     let n = net(ps_key(), true).await;
     let url = format!("{}/withdrawals", n.ps);
     let as_contract = |kp: &Keypair| {
-        ApiClient::new(
-            Some(Identity {
-                keypair: kp.clone(),
-                component: Component::Contract,
-                interfaces: vec![Interface::ContractPs],
-            }),
-            false,
-        )
-        .unwrap()
-        .with_retry(RetryPolicy::ONCE)
+        signed_client(kp, Component::Contract, Interface::ContractPs)
+            .unwrap()
+            .with_retry(RetryPolicy::ONCE)
     };
     let w = Withdrawal {
         id: "w1".into(),
