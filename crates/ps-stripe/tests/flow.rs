@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use wireleap_api::{ApiClient, ApiError, Identity, RetryPolicy};
+use wireleap_api::{ApiClient, ApiError, RetryPolicy};
 use wireleap_auth::{AuthConfig, AuthState, AuthStore, PaymentService};
 use wireleap_contract::httpd::serve_local;
+use wireleap_contract::payservice::signed_client;
 use wireleap_proto::accesskey::AccessKey;
 use wireleap_proto::keys::Keypair;
 use wireleap_proto::payout::Withdrawal;
@@ -718,16 +719,9 @@ async fn auth_refusal_keeps_the_order_paid_until_it_can_be_issued() {
 }
 
 fn as_contract(kp: &Keypair) -> ApiClient {
-    ApiClient::new(
-        Some(Identity {
-            keypair: kp.clone(),
-            component: Component::Contract,
-            interfaces: vec![Interface::ContractPs],
-        }),
-        false,
-    )
-    .unwrap()
-    .with_retry(RetryPolicy::ONCE)
+    signed_client(kp, Component::Contract, Interface::ContractPs)
+        .unwrap()
+        .with_retry(RetryPolicy::ONCE)
 }
 
 fn withdrawal(id: &str, amount: i64, destination: &str) -> Withdrawal {
