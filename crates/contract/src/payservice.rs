@@ -1,7 +1,8 @@
 //! What the two payment services (ps-dummy, ps-stripe) share: the `auth`/`contract` peer
-//! config entries, their checks and lookup, the API URL their CLI commands call, the client that
-//! talks to auth as a payment service (and the one the contract pays through), asking auth for pofs and checking what comes back,
-//! and refusing withdrawals signed by any other contract.
+//! config entries, their checks and lookup, the API URL their CLI commands call, the signed
+//! clients of both ends of their interfaces (a payment service asking auth for pofs, the
+//! contract paying through a payment service), asking auth for pofs and checking what comes
+//! back, and refusing withdrawals signed by any other contract.
 //!
 //! Not here: anything about money (selling, paying out), which is each service's own, and
 //! the log lines, which each service words for its own operators.
