@@ -42,6 +42,19 @@ struct Live {
     dirty: bool,
 }
 
+impl Live {
+    /// A relay as the database holds it, seen at `last_seen`: no verified request yet, nothing
+    /// to flush.
+    fn stored(entry: RelayEntry, last_seen: i64) -> Self {
+        Live {
+            entry: Arc::new(entry),
+            proof: None,
+            last_seen,
+            dirty: false,
+        }
+    }
+}
+
 /// A signed relay list ready to send.
 #[derive(Debug, Clone)]
 pub struct SignedList {
@@ -64,6 +77,18 @@ struct Inner {
     min_last_seen: i64,
     /// Cached lists: index 0 = all roles, then one per role.
     lists: [Option<(u64, Arc<SignedList>)>; 4],
+}
+
+impl Inner {
+    /// Sets `min_last_seen` to the oldest relay's last heartbeat (`i64::MAX` with none).
+    fn recompute_min_last_seen(&mut self) {
+        self.min_last_seen = self
+            .relays
+            .values()
+            .map(|l| l.last_seen)
+            .min()
+            .unwrap_or(i64::MAX);
+    }
 }
 
 /// The live relays of one directory. Cheap to share behind an `Arc`.
@@ -109,23 +134,10 @@ impl Registry {
         let mut g = self.lock();
         for (entry, last_seen) in relays {
             if let Some(pk) = entry.pubkey {
-                g.relays.insert(
-                    pk,
-                    Live {
-                        entry: Arc::new(entry),
-                        proof: None,
-                        last_seen,
-                        dirty: false,
-                    },
-                );
+                g.relays.insert(pk, Live::stored(entry, last_seen));
             }
         }
-        g.min_last_seen = g
-            .relays
-            .values()
-            .map(|l| l.last_seen)
-            .min()
-            .unwrap_or(i64::MAX);
+        g.recompute_min_last_seen();
         g.generation += 1;
     }
 
@@ -151,23 +163,13 @@ impl Registry {
                 }
                 None => {
                     added += 1;
-                    Live {
-                        entry: Arc::new(entry),
-                        proof: None,
-                        last_seen: stored_seen,
-                        dirty: false,
-                    }
+                    Live::stored(entry, stored_seen)
                 }
             };
             g.relays.insert(pk, live);
         }
         let dropped = old.len();
-        g.min_last_seen = g
-            .relays
-            .values()
-            .map(|l| l.last_seen)
-            .min()
-            .unwrap_or(i64::MAX);
+        g.recompute_min_last_seen();
         g.generation += 1;
         (added, dropped)
     }
@@ -301,12 +303,7 @@ impl Registry {
         if !gone.is_empty() {
             g.generation += 1;
         }
-        g.min_last_seen = g
-            .relays
-            .values()
-            .map(|l| l.last_seen)
-            .min()
-            .unwrap_or(i64::MAX);
+        g.recompute_min_last_seen();
         gone
     }
 
