@@ -91,6 +91,29 @@ pub fn tls_config(
     tls.map(|t| t.server_config(home)).transpose()
 }
 
+/// How long a stopping daemon's API server lets requests in flight finish.
+pub const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Spawns a daemon's API server (`wireleap_api::serve_gated`) on `listener`: it serves until
+/// `stop` is cancelled, then drains for [`API_DRAIN`], and accepts only while `agent`'s
+/// hand-over gate is open.
+pub fn spawn_api(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: &tokio_util::sync::CancellationToken,
+    agent: &wireleap_upgrade::Agent,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(wireleap_api::serve_gated(
+        listener,
+        router,
+        tls,
+        stop.clone(),
+        API_DRAIN,
+        Some(agent.gate().subscribe()),
+    ))
+}
+
 /// Serves `app` over plain HTTP on an ephemeral 127.0.0.1 port until `stop` is cancelled
 /// (one second to drain), for tests that need a throwaway server; its base URL.
 pub async fn serve_local(

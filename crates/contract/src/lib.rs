@@ -34,7 +34,7 @@ use wireleap_upgrade::UpgradeCommand;
 pub const SETTLE_EVERY: Duration = Duration::from_secs(5);
 
 /// How long open requests may finish after shutdown was asked for.
-pub const DRAIN: Duration = Duration::from_secs(10);
+pub const DRAIN: Duration = httpd::API_DRAIN;
 
 /// The binary's name (also the upgrade component's).
 pub const NAME: &str = "wireleap-contract";
@@ -97,14 +97,7 @@ impl Service for Contract {
             tls = tls.is_some(),
             "contract API listening"
         );
-        let server = tokio::spawn(wireleap_api::serve_gated(
-            listener,
-            router(state.clone()),
-            tls,
-            stop.clone(),
-            DRAIN,
-            Some(agent.gate().subscribe()),
-        ));
+        let server = httpd::spawn_api(listener, router(state.clone()), tls, &stop, &agent);
         // During a hand-over both processes run these jobs on the shared database. That is
         // safe: settling a servicekey is a conditional update (`settled_at IS NULL`) in the
         // transaction that writes its credits, so only one process settles it, and a pending
