@@ -132,14 +132,7 @@ impl Service for Auth {
             pubkey = %state.pubkey(),
             "auth API listening"
         );
-        let server = tokio::spawn(wireleap_api::serve_gated(
-            listener,
-            router(state.clone()),
-            tls,
-            stop.clone(),
-            std::time::Duration::from_secs(10),
-            Some(agent.gate().subscribe()),
-        ));
+        let server = httpd::spawn_api(listener, router(state.clone()), tls, &stop, &agent);
         ctx.readiness.ready();
         let started = ctx.config.clone();
         loop {
