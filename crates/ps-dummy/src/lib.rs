@@ -98,14 +98,7 @@ impl Service for PsDummy {
             pubkey = %state.pubkey(),
             "ps-dummy API listening"
         );
-        let server = tokio::spawn(wireleap_api::serve_gated(
-            listener,
-            router(state.clone()),
-            tls,
-            ctx.shutdown.clone(),
-            std::time::Duration::from_secs(10),
-            Some(agent.gate().subscribe()),
-        ));
+        let server = httpd::spawn_api(listener, router(state.clone()), tls, &ctx.shutdown, &agent);
         ctx.readiness.ready();
         let address = ctx.config.address.clone();
         ctx.reload_until_shutdown(|new| {
