@@ -174,14 +174,7 @@ impl Service for PsStripe {
             pof_type = %c.pof_type,
             "ps-stripe API listening"
         );
-        let server = tokio::spawn(wireleap_api::serve_gated(
-            listener,
-            router(state.clone()),
-            tls,
-            ctx.shutdown.clone(),
-            std::time::Duration::from_secs(10),
-            Some(agent.gate().subscribe()),
-        ));
+        let server = httpd::spawn_api(listener, router(state.clone()), tls, &ctx.shutdown, &agent);
         let retry = {
             let state = state.clone();
             let shutdown = ctx.shutdown.clone();
