@@ -48,41 +48,51 @@ fn splice_limits() -> SpliceLimits {
     }
 }
 
-/// The target: a 9-byte command, `U` + u64 (read that many bytes, answer one byte) or
-/// `D` + u64 (send that many bytes, then close).
-async fn target_server() -> SocketAddr {
+/// A loopback listener that runs `handle` on a task per accepted connection (no delay set).
+async fn accept_each<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
             let _ = tcp.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut cmd = [0u8; 9];
-                tcp.read_exact(&mut cmd).await.unwrap();
-                let n = u64::from_le_bytes(cmd[1..].try_into().unwrap());
-                let mut buf = vec![0u8; 256 << 10];
-                if cmd[0] == b'U' {
-                    let mut left = n;
-                    while left > 0 {
-                        let got = tcp.read(&mut buf).await.unwrap();
-                        assert!(got > 0, "upload ended early");
-                        left -= got as u64;
-                    }
-                    tcp.write_all(b"k").await.unwrap();
-                } else {
-                    let mut left = n;
-                    while left > 0 {
-                        let k = (left as usize).min(buf.len());
-                        tcp.write_all(&buf[..k]).await.unwrap();
-                        left -= k as u64;
-                    }
-                }
-                tcp.shutdown().await.unwrap();
-            });
+            tokio::spawn(handle(tcp));
         }
     });
     addr
+}
+
+/// The target: a 9-byte command, `U` + u64 (read that many bytes, answer one byte) or
+/// `D` + u64 (send that many bytes, then close).
+async fn target_server() -> SocketAddr {
+    accept_each(|mut tcp| async move {
+        let mut cmd = [0u8; 9];
+        tcp.read_exact(&mut cmd).await.unwrap();
+        let n = u64::from_le_bytes(cmd[1..].try_into().unwrap());
+        let mut buf = vec![0u8; 256 << 10];
+        if cmd[0] == b'U' {
+            let mut left = n;
+            while left > 0 {
+                let got = tcp.read(&mut buf).await.unwrap();
+                assert!(got > 0, "upload ended early");
+                left -= got as u64;
+            }
+            tcp.write_all(b"k").await.unwrap();
+        } else {
+            let mut left = n;
+            while left > 0 {
+                let k = (left as usize).min(buf.len());
+                tcp.write_all(&buf[..k]).await.unwrap();
+                left -= k as u64;
+            }
+        }
+        tcp.shutdown().await.unwrap();
+    })
+    .await
 }
 
 /// A relay that splices every tunnel to the address in its payload.
@@ -169,19 +179,12 @@ async fn start_tls_forwarder(seed: u8, target: SocketAddr) -> (SocketAddr, [u8; 
 /// Reference point without TLS or HTTP/2: a plain TCP forwarder, i.e. only the extra
 /// loopback leg every hop adds. Its ratio bounds what any one-hop tunnel can reach here.
 async fn start_tcp_forwarder(target: SocketAddr) -> (SocketAddr, [u8; 32]) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            let _ = tcp.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut out = TcpStream::connect(target).await.unwrap();
-                let _ = out.set_nodelay(true);
-                let _ = splice(&mut tcp, &mut out, &splice_limits(), |_, _| {}).await;
-            });
-        }
-    });
+    let addr = accept_each(move |mut tcp| async move {
+        let mut out = TcpStream::connect(target).await.unwrap();
+        let _ = out.set_nodelay(true);
+        let _ = splice(&mut tcp, &mut out, &splice_limits(), |_, _| {}).await;
+    })
+    .await;
     (addr, [0; 32])
 }
 

@@ -39,7 +39,8 @@ pub struct RelayConfig {
     pub maxtime: Duration,
     /// Dial timeout for the next hop or target.
     pub timeout: Duration,
-    /// Splice buffer size in bytes, per direction and stream.
+    /// Splice buffer size in bytes, per direction and stream, allocated when the direction's
+    /// first bytes arrive; a bulk direction's buffer grows from it to 128 KiB.
     pub bufsize: u32,
     /// Time between heartbeats to each directory.
     pub heartbeat_interval: Duration,

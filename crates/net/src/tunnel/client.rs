@@ -456,16 +456,26 @@ impl TunnelStream {
         self.end(status)
     }
 
-    /// Resolves once the far end has accepted the tunnel: its response headers arrived and
-    /// the stream did not end with a `wl-status` right behind them. A relay sends the
-    /// headers of a stream it forwards only after the next hop or target is connected, and
-    /// a refusal as headers and trailers together, so this tells a SOCKS client whether
-    /// its CONNECT worked without waiting for the target to speak. Body bytes that already
-    /// arrived stay buffered for the next read. Bounded by the response timeout.
+    /// Resolves once the far end has accepted the tunnel: its response headers arrived
+    /// without a `wl-status`, and the stream did not end with one right behind them. Our
+    /// relays send the headers of a stream they forward only after the next hop or target
+    /// is connected, and put a refusal's status in the header block as well as the trailer,
+    /// so this tells a SOCKS client whether its CONNECT worked without waiting for the
+    /// target to speak. Body bytes that already arrived stay buffered for the next read.
+    /// Bounded by the response timeout.
     pub fn poll_established(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             match &mut self.read {
                 ReadState::Waiting { .. } => ready!(self.poll_headers(cx))?,
+                ReadState::Body {
+                    header_status: Some(status),
+                    ..
+                } => {
+                    // A refusal announced with the headers (our relays put it there as well
+                    // as in the trailer; relays <= 0.6.0 only there).
+                    let status = status.clone();
+                    return Poll::Ready(Err(self.fail(Failure::Status(status))));
+                }
                 ReadState::Body { reader, .. } => {
                     return match reader.poll_fill(cx) {
                         // Nothing more yet: the headers came alone, so the tunnel is open.

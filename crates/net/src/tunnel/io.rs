@@ -44,6 +44,9 @@ impl BodyReader {
         while self.pending.is_empty() {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(chunk)) => {
+                    // Releasing can only fail if the stream is already gone; the next poll
+                    // reports that. An empty frame (a bare END_STREAM) loops on: a 0-byte
+                    // read would look like EOF to the caller.
                     let _ = self.recv.flow_control().release_capacity(chunk.len());
                     self.pending = chunk;
                 }
@@ -61,26 +64,13 @@ impl BodyReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<Result<ReadStep, h2::Error>> {
-        loop {
-            if !self.pending.is_empty() {
-                let n = self.pending.len().min(buf.remaining());
-                buf.put_slice(&self.pending[..n]);
-                self.pending.advance(n);
-                return Poll::Ready(Ok(ReadStep::Data));
-            }
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(chunk)) => {
-                    // Releasing can only fail if the stream is already gone; the next poll
-                    // reports that.
-                    let _ = self.recv.flow_control().release_capacity(chunk.len());
-                    // Empty frames (e.g. a bare END_STREAM) carry nothing; a 0-byte read
-                    // would look like EOF to the caller.
-                    self.pending = chunk;
-                }
-                Some(Err(err)) => return Poll::Ready(Err(err)),
-                None => return Poll::Ready(Ok(ReadStep::End)),
-            }
+        if let ReadStep::End = ready!(self.poll_fill(cx))? {
+            return Poll::Ready(Ok(ReadStep::End));
         }
+        let n = self.pending.len().min(buf.remaining());
+        buf.put_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        Poll::Ready(Ok(ReadStep::Data))
     }
 }
 

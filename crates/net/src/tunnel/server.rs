@@ -529,10 +529,18 @@ impl ServerStream {
     /// Sends the tunnel's 200 response headers now (a no-op if already sent), e.g. as soon as
     /// the next hop is dialed, so the client learns early that the hop is up.
     pub fn send_headers(&mut self) -> Result<(), TunnelError> {
-        self.sender().map(|_| ())
+        self.sender(None).map(|_| ())
     }
 
-    fn sender(&mut self) -> Result<&mut SendStream<Bytes>, TunnelError> {
+    /// The send half, sending the response headers first if they have not gone out yet.
+    /// `refusal` is a `wl-status` the stream is about to end with: it then rides in the
+    /// header block too, so a client learns of the refusal with the headers, whether or not
+    /// the trailer arrives in the same read (Go clients read only the trailer; ours
+    /// tell "connected" from "refused" by it, see `TunnelStream::poll_established`).
+    fn sender(
+        &mut self,
+        refusal: Option<&HeaderValue>,
+    ) -> Result<&mut SendStream<Bytes>, TunnelError> {
         if self.send.is_none() {
             let Some(mut respond) = self.respond.take() else {
                 return Err(TunnelError::AlreadyResponded("send tunnel headers"));
@@ -542,6 +550,11 @@ impl ServerStream {
                 http::header::TRAILER,
                 HeaderValue::from_static(TRAILER_STATUS),
             );
+            if let Some(status) = refusal {
+                response
+                    .headers_mut()
+                    .insert(TRAILER_STATUS, status.clone());
+            }
             self.send = Some(respond.send_response(response, false)?);
         }
         match self.send.as_mut() {
@@ -565,7 +578,7 @@ impl ServerStream {
         if self.finished {
             return Ok(());
         }
-        let send = self.sender()?;
+        let send = self.sender(None)?;
         send.send_data(Bytes::new(), true)?;
         self.finished = true;
         Ok(())
@@ -582,9 +595,9 @@ impl ServerStream {
             name: TRAILER_STATUS,
             value: value.to_string(),
         })?;
+        let send = self.sender(Some(&header))?;
         let mut trailers = HeaderMap::new();
         trailers.insert(TRAILER_STATUS, header);
-        let send = self.sender()?;
         send.send_trailers(trailers)?;
         self.finished = true;
         Ok(())
@@ -631,7 +644,7 @@ impl AsyncWrite for ServerStream {
                 "tunnel response already finished",
             )));
         }
-        let send = this.sender().map_err(io::Error::from)?;
+        let send = this.sender(None).map_err(io::Error::from)?;
         tio::poll_write(send, cx, buf)
     }
 
@@ -647,7 +660,7 @@ impl AsyncWrite for ServerStream {
                 "tunnel response already finished",
             )));
         }
-        let send = this.sender().map_err(io::Error::from)?;
+        let send = this.sender(None).map_err(io::Error::from)?;
         tio::poll_write_vectored(send, cx, bufs)
     }
 
