@@ -199,8 +199,16 @@ impl Keys {
                 url: url.clone(),
                 reason: format!("lock task failed: {e}"),
             })??;
-        let mut pofs = lock.read(&self.home)?;
         let now = now();
+        // Another process of this client (the other side of an upgrade hand-over) may have
+        // activated a key while this one waited for the lock: use it rather than spend
+        // another pof.
+        if let Some(key) = self.fresh_on_disk(now)? {
+            drop(lock);
+            tracing::info!("servicekey activated by the other client process taken over");
+            return Ok(key);
+        }
+        let mut pofs = lock.read(&self.home)?;
         let before = pofs.len();
         pofs.retain(|p| !p.is_expired(now));
         if pofs.len() != before {
@@ -244,20 +252,36 @@ impl Keys {
             }
         }
         lock.write(&self.home, &pofs)?;
-        drop(lock);
         let Some(key) = activated else {
             return Err(match last_reason {
                 Some(reason) => KeyError::Activation { url, reason },
                 None => KeyError::NoPofs,
             });
         };
+        // Written under the lock, so a process that takes it next sees the new key.
         files::write_servicekey(&self.home, &key)?;
+        drop(lock);
         tracing::info!(
             settlement_open = key.contract.settlement_open,
             pofs_left = pofs.len(),
             "servicekey activated"
         );
         Ok(Arc::new(ActiveKey { key, since: now }))
+    }
+
+    /// The key in `servicekey.json` if it is not the one in use here, belongs to this
+    /// contract and is good for longer than the renewal margin.
+    fn fresh_on_disk(&self, now: i64) -> Result<Option<Arc<ActiveKey>>, KeyError> {
+        let ours = self.peek().map(|k| k.key.keypair.public());
+        let Some(key) = files::read_servicekey(&self.home)? else {
+            return Ok(None);
+        };
+        if key.contract.public_key != Some(self.contract_key) || Some(key.keypair.public()) == ours
+        {
+            return Ok(None);
+        }
+        let active = ActiveKey { key, since: now };
+        Ok((active.renew_at() > now).then(|| Arc::new(active)))
     }
 
     async fn post_activation(

@@ -224,6 +224,43 @@ async fn roundtrip(c: &mut TcpStream, msg: &[u8]) {
     assert_eq!(got, msg);
 }
 
+/// Two processes of one client (old and new during an upgrade hand-over) share the home:
+/// when both need a servicekey, the second takes the one the first activated instead of
+/// spending another pof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_activated_by_the_other_process_is_taken_over() {
+    let backing = relay(84, Role::Backing).await;
+    let svc = services(&[&backing], 3600).await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path(), "wireleap");
+    let api = api_client().unwrap();
+    accesskeys::import(&home, &access_key(&svc.url, 3), &api, common::now())
+        .await
+        .unwrap();
+    let keys = || {
+        wireleap::servicekey::Keys::new(
+            home.clone(),
+            api.clone(),
+            svc.url.clone(),
+            contract().public(),
+            true,
+        )
+        .unwrap()
+    };
+    let (old, new) = (keys(), keys());
+    let first = old.current().await.unwrap();
+    assert_eq!(svc.activations.load(Ordering::Relaxed), 1);
+    // `new` started before the activation (no key loaded) and now needs one.
+    let taken = new.refresh().await.unwrap();
+    assert_eq!(
+        svc.activations.load(Ordering::Relaxed),
+        1,
+        "no second pof spent"
+    );
+    assert_eq!(taken.key.keypair.public(), first.key.keypair.public());
+    svc.stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_sync_activate_renew_and_carry_traffic() {
     let fronting = relay(81, Role::Fronting).await;
