@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use wireleap::dialer::{Dialer, DialerConfig};
-use wireleap::socks::codec::{Command, Request, TargetAddr};
 use wireleap::socks::{SocksConfig, SocksServer};
 use wireleap_daemon::CancellationToken;
 use wireleap_proto::relayentry::Role;
@@ -38,25 +37,6 @@ async fn read_all(mut s: TcpStream, expect: usize) -> usize {
         }
     }
     total
-}
-
-async fn socks_connect(socks: SocketAddr, target: SocketAddr) -> TcpStream {
-    let mut c = TcpStream::connect(socks).await.unwrap();
-    let _ = c.set_nodelay(true);
-    let mut bytes = vec![5, 1, 0];
-    bytes.extend(
-        Request {
-            command: Command::Connect,
-            addr: TargetAddr::Ip(target),
-        }
-        .encode()
-        .unwrap(),
-    );
-    c.write_all(&bytes).await.unwrap();
-    let mut head = [0u8; 12];
-    c.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head[..4], &[5, 0, 5, 0], "SOCKS success");
-    c
 }
 
 struct Case {
@@ -127,10 +107,10 @@ fn main() {
             let n = read_all(TcpStream::connect(source).await.unwrap(), total).await;
             let direct = Case { name: "direct loopback".into(), bytes: n, secs: t.elapsed().as_secs_f64() };
             let t = Instant::now();
-            let n = read_all(socks_connect(one_hop, source).await, total).await;
+            let n = read_all(common::socks_open(one_hop, source).await, total).await;
             let one = Case { name: "SOCKS, 1 hop".into(), bytes: n, secs: t.elapsed().as_secs_f64() };
             let t = Instant::now();
-            let n = read_all(socks_connect(three_hops, source).await, total).await;
+            let n = read_all(common::socks_open(three_hops, source).await, total).await;
             let three = Case { name: "SOCKS, 3 hops".into(), bytes: n, secs: t.elapsed().as_secs_f64() };
             if round == 1 {
                 cases = vec![direct, one, three];
@@ -162,7 +142,7 @@ fn main() {
             let mut times = Vec::new();
             for _ in 0..20 {
                 let t = Instant::now();
-                let mut c = socks_connect(socks, echo).await;
+                let mut c = common::socks_open(socks, echo).await;
                 c.write_all(b"x").await.unwrap();
                 let mut b = [0u8; 1];
                 c.read_exact(&mut b).await.unwrap();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{relay, tcp_echo, udp_echo, Mode, StaticNetwork};
+use common::{relay, socks_connect, tcp_echo, udp_echo, Mode, StaticNetwork};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -46,36 +46,6 @@ async fn socks(dialer: &Arc<Dialer>) -> Socks {
     let server = SocksServer::new(Arc::new(dialer.clone()), SocksConfig::default());
     tokio::spawn(server.serve(l, stop.clone()));
     Socks { addr, stop }
-}
-
-/// SOCKS CONNECT; returns the reply code and the connection.
-async fn socks_connect(socks: SocketAddr, target: TargetAddr) -> (Reply, TcpStream) {
-    let mut c = TcpStream::connect(socks).await.unwrap();
-    let mut bytes = vec![5, 1, 0];
-    bytes.extend(
-        Request {
-            command: Command::Connect,
-            addr: target,
-        }
-        .encode()
-        .unwrap(),
-    );
-    c.write_all(&bytes).await.unwrap();
-    let mut method = [0u8; 2];
-    c.read_exact(&mut method).await.unwrap();
-    assert_eq!(method, [5, 0]);
-    let mut head = vec![0u8; 4];
-    c.read_exact(&mut head).await.unwrap();
-    let rest = match head[3] {
-        1 => 6,
-        4 => 18,
-        _ => panic!("unexpected address type in {head:?}"),
-    };
-    let mut tail = vec![0u8; rest];
-    c.read_exact(&mut tail).await.unwrap();
-    head.extend(tail);
-    let (reply, _) = codec::decode_reply(&head).unwrap().unwrap();
-    (reply.reply, c)
 }
 
 async fn echo_roundtrip(c: &mut TcpStream, msg: &[u8]) {

@@ -11,9 +11,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use common::{contract, relay, tcp_echo, TestRelay};
+use common::{contract, relay, socks_open, tcp_echo, TestRelay};
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +20,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use wireleap::controller::{api_client, Controller};
 use wireleap::directory::{self, SyncError};
-use wireleap::socks::codec::{Command, Request, TargetAddr};
 use wireleap::socks::{SocksConfig, SocksServer};
 use wireleap::{accesskeys, ClientConfig};
 use wireleap_daemon::{CancellationToken, Home};
@@ -196,24 +194,6 @@ fn access_key(url: &str, n: usize) -> Vec<u8> {
         .unwrap()
 }
 
-async fn socks_echo(socks: SocketAddr, echo: SocketAddr) -> TcpStream {
-    let mut c = TcpStream::connect(socks).await.unwrap();
-    let mut bytes = vec![5, 1, 0];
-    bytes.extend(
-        Request {
-            command: Command::Connect,
-            addr: TargetAddr::Ip(echo),
-        }
-        .encode()
-        .unwrap(),
-    );
-    c.write_all(&bytes).await.unwrap();
-    let mut head = [0u8; 12];
-    c.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head[..4], &[5, 0, 5, 0], "SOCKS success");
-    c
-}
-
 async fn roundtrip(c: &mut TcpStream, msg: &[u8]) {
     c.write_all(msg).await.unwrap();
     let mut got = vec![0u8; msg.len()];
@@ -322,7 +302,7 @@ async fn import_sync_activate_renew_and_carry_traffic() {
     );
     let (echo, _e) = tcp_echo().await;
 
-    let mut long = socks_echo(socks, echo).await;
+    let mut long = socks_open(socks, echo).await;
     roundtrip(&mut long, b"first").await;
     assert_eq!(
         svc.activations.load(Ordering::Relaxed),
@@ -345,7 +325,7 @@ async fn import_sync_activate_renew_and_carry_traffic() {
     .await
     .expect("renewed before expiry");
     roundtrip(&mut long, b"after renewal, same stream").await;
-    let mut fresh = socks_echo(socks, echo).await;
+    let mut fresh = socks_open(socks, echo).await;
     roundtrip(&mut fresh, b"new stream, new key").await;
     assert_eq!(controller.status(&dialer).pofs.usable, 2);
     let on_disk = wireleap::files::read_servicekey(&home).unwrap().unwrap();
@@ -408,7 +388,7 @@ async fn import_sync_activate_renew_and_carry_traffic() {
         .await
         .unwrap();
     assert_eq!(c["circuit"]["hops"], 1);
-    let mut one = socks_echo(socks, echo).await;
+    let mut one = socks_open(socks, echo).await;
     roundtrip(&mut one, b"one hop now").await;
     assert_eq!(dialer.circuit().unwrap().hops.len(), 1);
     let bad = http

@@ -3,6 +3,9 @@
 //! requests, limits, pipelining, and a UDP ASSOCIATE echo.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::socks_open;
 use futures_util::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -383,28 +386,6 @@ async fn udp_associate_echo_and_teardown() {
     );
 }
 
-/// Greets, CONNECTs to `target` and reads the method answer and the reply.
-async fn open_tunnel(server: SocketAddr, target: SocketAddr) -> TcpStream {
-    let mut bytes = vec![5, 1, 0];
-    bytes.extend(
-        Request {
-            command: Command::Connect,
-            addr: TargetAddr::Ip(target),
-        }
-        .encode()
-        .unwrap(),
-    );
-    let mut c = TcpStream::connect(server).await.unwrap();
-    c.write_all(&bytes).await.unwrap();
-    let mut head = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut head))
-        .await
-        .expect("a SOCKS reply")
-        .unwrap();
-    assert_eq!(&head[..4], &[5, 0, 5, 0], "method, then success");
-    c
-}
-
 async fn roundtrip(c: &mut TcpStream, text: &[u8]) -> std::io::Result<Vec<u8>> {
     c.write_all(text).await?;
     let mut got = vec![0u8; text.len()];
@@ -442,7 +423,7 @@ async fn gated_server_waits_for_its_gate_and_drains_until_cut() {
         .unwrap();
     assert_eq!(method, [5, 0]);
 
-    let mut tunnel = open_tunnel(addr, echo_addr).await;
+    let mut tunnel = socks_open(addr, echo_addr).await;
     assert_eq!(roundtrip(&mut tunnel, b"before").await.unwrap(), b"before");
     stop.cancel();
     // Stopped: no more accepting, but the open tunnel still carries data.

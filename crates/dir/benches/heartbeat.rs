@@ -263,7 +263,7 @@ async fn run() {
     {
         let before = rss_bytes();
         let reg = Registry::new();
-        reg.load((0..n).map(|i| (relay(i + 1_000_000).1, 0)));
+        reg.resync((0..n).map(|i| (relay(i + 1_000_000).1, 0)));
         let after = rss_bytes();
         println!(
             "  memory: registry alone +{:.0} bytes/relay ({} relays)",

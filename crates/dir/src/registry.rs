@@ -129,20 +129,8 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads relays (from the database at start). `last_seen` is kept as stored.
-    pub fn load(&self, relays: impl IntoIterator<Item = (RelayEntry, i64)>) {
-        let mut g = self.lock();
-        for (entry, last_seen) in relays {
-            if let Some(pk) = entry.pubkey {
-                g.relays.insert(pk, Live::stored(entry, last_seen));
-            }
-        }
-        g.recompute_min_last_seen();
-        g.generation += 1;
-    }
-
-    /// Makes the registry agree with the database after another process served it (a
-    /// successor that was rolled back during its watch window): relays the database holds
+    /// Makes the registry agree with the database: at start, and after another process
+    /// served it (a successor rolled back during its watch window). Relays the database holds
     /// are taken from it (the newer `last_seen` wins, a verified proof of an unchanged
     /// entry is kept), relays it no longer holds are dropped. Dirty heartbeats must have
     /// been flushed first. Returns how many relays were added and dropped.

@@ -310,7 +310,7 @@ impl DirServer {
         let relays = store.live_relays(now.saturating_sub(ttl)).await?;
         let registry = Registry::new();
         let loaded = relays.len();
-        registry.load(relays.into_iter().map(|r| (r.entry, r.last_seen)));
+        registry.resync(relays.into_iter().map(|r| (r.entry, r.last_seen)));
         let failures = store
             .failures()
             .await?

@@ -33,6 +33,14 @@ use wireleap_daemon::CancellationToken;
 use wireleap_net::splice::{splice, SpliceLimits};
 use wireleap_proto::wl_payload::Protocol;
 
+/// What a target sent within [`SocksConfig::target_wait`] of being connected.
+enum Early {
+    /// Its first bytes (none if it stayed silent or no wait is configured).
+    Bytes(Vec<u8>),
+    /// It closed the connection at once.
+    Closed,
+}
+
 /// A byte stream to a target, as a [`Connector`] hands it out.
 pub trait ProxyStream: AsyncRead + AsyncWrite + Unpin + Send {
     /// The reply code for a read error met before the SOCKS reply was sent (the far end
@@ -269,37 +277,26 @@ impl SocksServer {
         }
         // Reply only once the far end accepted the stream, so a refused target gets its
         // reply code instead of success-then-close (see the module doc).
-        if let Err(err) = std::future::poll_fn(|cx| stream.poll_established(cx)).await {
-            let reply = stream.failure_reply(&err);
-            tracing::info!(%reply, error = %err, "target refused");
-            let _ = send_reply(&mut tcp, &ReplyMsg::error(reply)).await;
-            return;
-        }
-        // Optionally wait a little longer for the target's first bytes or refusal.
-        let mut first = Vec::new();
-        if !self.config.target_wait.is_zero() {
-            let mut buf = vec![0u8; 16 << 10];
-            match tokio::time::timeout(self.config.target_wait, stream.read(&mut buf)).await {
-                Err(_) => {}
-                Ok(Ok(n)) => {
-                    buf.truncate(n);
-                    first = buf;
-                    if n == 0 {
-                        // Accepted and closed at once: success, then EOF.
-                        let ok = success(&tcp);
-                        let _ = send_reply(&mut tcp, &ok).await;
-                        let _ = tcp.shutdown().await;
-                        return;
-                    }
-                }
-                Ok(Err(err)) => {
-                    let reply = stream.failure_reply(&err);
-                    tracing::info!(%reply, error = %err, "target refused");
-                    let _ = send_reply(&mut tcp, &ReplyMsg::error(reply)).await;
-                    return;
-                }
+        let early = match std::future::poll_fn(|cx| stream.poll_established(cx)).await {
+            Ok(()) => self.early_bytes(&mut stream).await,
+            Err(err) => Err(err),
+        };
+        let first = match early {
+            Ok(Early::Bytes(first)) => first,
+            Ok(Early::Closed) => {
+                // Accepted and closed at once: success, then EOF.
+                let ok = success(&tcp);
+                let _ = send_reply(&mut tcp, &ok).await;
+                let _ = tcp.shutdown().await;
+                return;
             }
-        }
+            Err(err) => {
+                let reply = stream.failure_reply(&err);
+                tracing::info!(%reply, error = %err, "target refused");
+                let _ = send_reply(&mut tcp, &ReplyMsg::error(reply)).await;
+                return;
+            }
+        };
         let ok = success(&tcp);
         if send_reply(&mut tcp, &ok).await.is_err() {
             return;
@@ -310,6 +307,24 @@ impl SocksServer {
         match splice(&mut tcp, &mut stream, &self.config.splice, |_, _| {}).await {
             Ok(t) => tracing::debug!(up = t.a_to_b, down = t.b_to_a, "SOCKS stream ended"),
             Err(err) => tracing::debug!(%err, "SOCKS stream ended with error"),
+        }
+    }
+
+    /// The optional extra wait ([`SocksConfig::target_wait`]) for what the target sends
+    /// first on an established stream.
+    async fn early_bytes(&self, stream: &mut BoxStream) -> io::Result<Early> {
+        if self.config.target_wait.is_zero() {
+            return Ok(Early::Bytes(Vec::new()));
+        }
+        let mut buf = vec![0u8; 16 << 10];
+        match tokio::time::timeout(self.config.target_wait, stream.read(&mut buf)).await {
+            Err(_) => Ok(Early::Bytes(Vec::new())),
+            Ok(Ok(0)) => Ok(Early::Closed),
+            Ok(Ok(n)) => {
+                buf.truncate(n);
+                Ok(Early::Bytes(buf))
+            }
+            Ok(Err(err)) => Err(err),
         }
     }
 

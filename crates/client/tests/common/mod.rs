@@ -409,3 +409,59 @@ pub async fn tcp_source(total: usize) -> (SocketAddr, CancellationToken) {
     });
     (addr, stop)
 }
+
+/// Greets a SOCKS server and sends a CONNECT to `target` (the request bytes, method first).
+async fn socks_request(socks: SocketAddr, target: wireleap::socks::codec::TargetAddr) -> TcpStream {
+    use wireleap::socks::codec::{Command, Request};
+    let mut c = TcpStream::connect(socks).await.unwrap();
+    let _ = c.set_nodelay(true);
+    let mut bytes = vec![5, 1, 0];
+    bytes.extend(
+        Request {
+            command: Command::Connect,
+            addr: target,
+        }
+        .encode()
+        .unwrap(),
+    );
+    c.write_all(&bytes).await.unwrap();
+    c
+}
+
+/// CONNECTs through a SOCKS server and returns its reply code with the connection.
+pub async fn socks_connect(
+    socks: SocketAddr,
+    target: wireleap::socks::codec::TargetAddr,
+) -> (wireleap::socks::Reply, TcpStream) {
+    let mut c = socks_request(socks, target).await;
+    let mut method = [0u8; 2];
+    c.read_exact(&mut method).await.unwrap();
+    assert_eq!(method, [5, 0]);
+    let mut head = vec![0u8; 4];
+    c.read_exact(&mut head).await.unwrap();
+    let rest = match head[3] {
+        1 => 6,
+        4 => 18,
+        _ => panic!("unexpected address type in {head:?}"),
+    };
+    let mut tail = vec![0u8; rest];
+    c.read_exact(&mut tail).await.unwrap();
+    head.extend(tail);
+    let (reply, _) = wireleap::socks::codec::decode_reply(&head)
+        .unwrap()
+        .unwrap();
+    (reply.reply, c)
+}
+
+/// CONNECTs to an IPv4 `target` through a SOCKS server and checks the method answer and
+/// a success reply (within 5 s).
+pub async fn socks_open(socks: SocketAddr, target: SocketAddr) -> TcpStream {
+    let mut c = socks_request(socks, wireleap::socks::codec::TargetAddr::Ip(target)).await;
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut head))
+        .await
+        .expect("a SOCKS reply")
+        .unwrap();
+    assert_eq!(&head[..4], &[5, 0, 5, 0], "method, then success");
+    c
+}
