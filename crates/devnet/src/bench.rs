@@ -208,6 +208,7 @@ pub fn run(net: &Devnet, opts: &BenchOptions, say: &dyn Fn(&str)) -> Result<Vec<
     let best = |path: Route| -> Result<f64> {
         let mut best = 0f64;
         for _ in 0..opts.rounds.max(1) {
+            net.check_interrupt()?;
             best = best.max(download(path, source.addr, bytes)?);
         }
         Ok(best)
@@ -226,6 +227,7 @@ pub fn run(net: &Devnet, opts: &BenchOptions, say: &dyn Fn(&str)) -> Result<Vec<
     });
     let mut per_hop = Vec::new();
     for hops in [3u32, 1] {
+        net.check_interrupt()?;
         say(&format!(
             "throughput and time to first byte through {hops} hop(s)"
         ));
@@ -254,6 +256,7 @@ pub fn run(net: &Devnet, opts: &BenchOptions, say: &dyn Fn(&str)) -> Result<Vec<
     use_hops(net, 3, source.addr)?;
 
     if opts.upgrade {
+        net.check_interrupt()?;
         say("a relay upgrade (all three relays) under load");
         let contract: SocketAddr = net.info.contract.trim_start_matches("http://").parse()?;
         let socks_addr: SocketAddr = net.info.client.socks.parse()?;
@@ -274,11 +277,13 @@ pub fn run(net: &Devnet, opts: &BenchOptions, say: &dyn Fn(&str)) -> Result<Vec<
         let want = published.version.to_string();
         let homes: Vec<&Path> = net.info.relays.iter().map(|r| r.home.as_path()).collect();
         harness::wait_until(Duration::from_secs(180), "the relays to upgrade", || {
-            homes.iter().all(|h| {
-                h.join(format!("{}.prev", crate::releases::RELAY)).exists()
-                    && !h.join("upgrade-journal.json").exists()
-            }) && net.relay_versions().iter().all(|v| *v == want)
+            net.interrupted()
+                || homes.iter().all(|h| {
+                    h.join(format!("{}.prev", crate::releases::RELAY)).exists()
+                        && !h.join("upgrade-journal.json").exists()
+                }) && net.relay_versions().iter().all(|v| *v == want)
         })?;
+        net.check_interrupt()?;
         l.settle(20, Duration::from_secs(60));
         let up = l.stop();
         say("stop-then-start of one relay under the same load (the original's way)");
@@ -286,6 +291,7 @@ pub fn run(net: &Devnet, opts: &BenchOptions, say: &dyn Fn(&str)) -> Result<Vec<
         l.settle(20, Duration::from_secs(60));
         let fronting = &net.info.relays[0].home;
         for cmd in ["stop", "start"] {
+            net.check_interrupt()?;
             let out = harness::run(
                 Command::new(fronting.join(crate::releases::RELAY))
                     .arg("--home")

@@ -4,7 +4,9 @@ use crate::launch::{Devnet, Options};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Runs a whole Wireleap network on loopback: contract, directory, auth with ps-dummy, three
 /// relays (fronting, entropic, backing) and the client's SOCKS port. Ctrl-C stops it all.
@@ -90,39 +92,58 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// Catches SIGINT and SIGTERM from here on (they no longer end the process by themselves)
+/// and raises the returned flag instead; the runtime must live as long as the flag is used.
+fn catch_stop_signals(rt: &tokio::runtime::Runtime) -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let flag = Arc::new(AtomicBool::new(false));
+    let _guard = rt.enter();
+    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+        let mut stream = signal(kind)?;
+        let flag = flag.clone();
+        rt.spawn(async move {
+            while stream.recv().await.is_some() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    Ok(flag)
+}
+
+fn signal_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
-        .build()?;
+        .build()?)
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let rt = signal_runtime()?;
+    // Before the first daemon starts: a Ctrl-C during start-up stops what is already up.
+    let stop = catch_stop_signals(&rt)?;
     let opts = Options {
         socks_port: cli.socks_port,
         verbose: !cli.quiet,
+        interrupt: Some(stop.clone()),
         ..Options::new(&cli.dir)
     };
     let net = Devnet::launch(&opts)?;
     print_summary(&net);
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tokio::select! {
-                _ = int.recv() => break,
-                _ = term.recv() => break,
-                _ = tick.tick() => {
-                    let line = tokio::task::block_in_place(|| net.status_line());
-                    eprint!("\r\x1b[2K{line}");
-                }
-            }
+    let mut last_status = Instant::now() - STATUS_EVERY;
+    while !stop.load(Ordering::SeqCst) {
+        if last_status.elapsed() >= STATUS_EVERY {
+            eprint!("\r\x1b[2K{}", net.status_line());
+            last_status = Instant::now();
         }
-        eprintln!("\nstopping the devnet");
-        anyhow::Ok(())
-    })?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("\nstopping the devnet");
     drop(net);
     Ok(())
 }
+
+/// How often the live status line is redrawn.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 fn print_summary(net: &Devnet) {
     let i = &net.info;
@@ -165,9 +186,12 @@ fn print_summary(net: &Devnet) {
 }
 
 fn bench(cli: &Cli, opts: &crate::bench::BenchOptions) -> anyhow::Result<()> {
+    let rt = signal_runtime()?;
+    let stop = catch_stop_signals(&rt)?;
     let net = Devnet::launch(&Options {
         socks_port: cli.socks_port,
         verbose: !cli.quiet,
+        interrupt: Some(stop),
         ..Options::new(&cli.dir)
     })?;
     let quiet = cli.quiet;

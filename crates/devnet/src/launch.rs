@@ -10,8 +10,11 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wireleap_e2e as harness;
 
@@ -29,6 +32,9 @@ pub struct Options {
     /// How long after a servicekey expires its sharetokens are accepted; the contract
     /// settles it afterwards.
     pub submission_window: String,
+    /// Set when the user asks the devnet to stop (Ctrl-C, SIGTERM). Start-up looks at it
+    /// between steps and inside every wait, and then stops what it already started.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Options {
@@ -41,6 +47,7 @@ impl Options {
             verbose: true,
             servicekey_duration: "10m".into(),
             submission_window: "1h".into(),
+            interrupt: None,
         }
     }
 }
@@ -123,9 +130,21 @@ pub struct Devnet {
     nodes: Vec<Node>,
     started: Vec<Node>,
     verbose: bool,
+    interrupt: Option<Arc<AtomicBool>>,
     // After `started`: the release server outlives the daemons when dropped.
     releases: Option<crate::releases::Releases>,
 }
+
+/// The binaries a devnet runs (built before anything starts).
+pub const BINARIES: [&str; 7] = [
+    "wireleap-contract",
+    "wireleap-dir",
+    "wireleap-auth",
+    "wireleap-ps-dummy",
+    "wireleap-relay",
+    "wireleap",
+    "wireleap-release",
+];
 
 const ROLES: [&str; 3] = ["fronting", "entropic", "backing"];
 
@@ -152,10 +171,27 @@ impl Devnet {
             nodes: Vec::new(),
             started: Vec::new(),
             verbose: opts.verbose,
+            interrupt: opts.interrupt.clone(),
             releases: None,
         };
         net.bring_up(opts)?;
         Ok(net)
+    }
+
+    /// Whether the user asked to stop.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// An error once the user asked to stop, so start-up (or a bench) unwinds and
+    /// [`Drop`] stops what was started.
+    pub fn check_interrupt(&self) -> Result<()> {
+        if self.interrupted() {
+            bail!("interrupted: stopping everything the devnet started");
+        }
+        Ok(())
     }
 
     fn say(&self, msg: impl AsRef<str>) {
@@ -177,16 +213,8 @@ impl Devnet {
 
     fn bring_up(&mut self, opts: &Options) -> Result<()> {
         self.say("building the binaries (the first run compiles for a few minutes)");
-        harness::binaries(&[
-            "wireleap-contract",
-            "wireleap-dir",
-            "wireleap-auth",
-            "wireleap-ps-dummy",
-            "wireleap-relay",
-            "wireleap",
-            "wireleap-release",
-        ])
-        .context("building the daemon binaries")?;
+        harness::binaries(&BINARIES).context("building the daemon binaries")?;
+        self.check_interrupt()?;
 
         let contract = self.node("contract", "wireleap-contract");
         let dir = self.node("directory", "wireleap-dir");
@@ -201,12 +229,14 @@ impl Devnet {
         self.say("creating keys and certificates");
         let relay_build = harness::binary(crate::releases::RELAY)?;
         for n in self.nodes.clone() {
+            self.check_interrupt()?;
             init(&n)?;
         }
         let relay_version = semver::Version::parse(env!("CARGO_PKG_VERSION"))?;
         self.say(format!(
             "releasing wireleap-relay {relay_version} on the signed \"default\" channel"
         ));
+        self.check_interrupt()?;
         let releases = crate::releases::Releases::start(&self.dir, &relay_build, &relay_version)?;
         let upgrade = json!({
             "releases": releases.url,
@@ -322,17 +352,20 @@ impl Devnet {
         self.say("waiting for the directory to list the three relays");
         let dir_sock: SocketAddr = dir_addr.parse()?;
         harness::wait_until(Duration::from_secs(60), "three relays listed", || {
-            listed_relays(dir_sock)
-                .map(|v| v.len() >= 3)
-                .unwrap_or(false)
+            self.interrupted()
+                || listed_relays(dir_sock)
+                    .map(|v| v.len() >= 3)
+                    .unwrap_or(false)
         })
         .map_err(|e| self.explain(e, &relays))?;
+        self.check_interrupt()?;
 
         self.say("getting access keys from ps-dummy");
         let ps_sock: SocketAddr = ps_addr.parse()?;
         let imported = self.dir.join("accesskeys-imported.json");
         let spare = self.dir.join("accesskeys.json");
         for file in [&imported, &spare] {
+            self.check_interrupt()?;
             let key = crate::probe::post_json(
                 ps_sock,
                 "/accesskeys",
@@ -351,6 +384,9 @@ impl Devnet {
             Duration::from_secs(60),
             "a page through the SOCKS port",
             || {
+                if self.interrupted() {
+                    return Some(());
+                }
                 crate::probe::http_via_socks(
                     socks_sock,
                     "127.0.0.1",
@@ -360,9 +396,11 @@ impl Devnet {
                 )
                 .ok()
                 .filter(|(code, _)| *code == 200)
+                .map(|_| ())
             },
         )
         .map_err(|e| self.explain(e, std::slice::from_ref(&client)))?;
+        self.check_interrupt()?;
 
         self.info = DevnetInfo {
             contract: contract_url,
@@ -383,7 +421,12 @@ impl Devnet {
     }
 
     fn start(&mut self, n: &Node) -> Result<()> {
+        self.check_interrupt()?;
         self.say(format!("starting {}", n.label));
+        // Counted as started before `start` runs: if it fails half-way (its daemon up but
+        // not ready in time), `stop` still ends that daemon; stopping one that is not
+        // running is a no-op.
+        self.started.push(n.clone());
         let out = run_bin(n, &["start"], Duration::from_secs(30))?;
         if out.code() != Some(0) {
             bail!(
@@ -393,7 +436,6 @@ impl Devnet {
                 n.home.join(format!("{}.log", n.bin)).display()
             );
         }
-        self.started.push(n.clone());
         Ok(())
     }
 
@@ -527,7 +569,10 @@ fn placeholder_info() -> DevnetInfo {
 fn run_bin(n: &Node, args: &[&str], timeout: Duration) -> Result<harness::Output> {
     let bin = n.binary()?;
     let mut cmd = Command::new(bin);
-    cmd.arg("--home").arg(&n.home).args(args);
+    // Its own process group: a Ctrl-C at the terminal reaches the devnet only, which then
+    // lets a `start` finish and stops the daemon, instead of killing `start` half-way and
+    // leaving its daemon running unknown to anyone.
+    cmd.arg("--home").arg(&n.home).args(args).process_group(0);
     harness::run(&mut cmd, timeout)
 }
 

@@ -10,6 +10,7 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use semver::Version;
 use std::io::BufRead as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -99,6 +100,9 @@ impl Releases {
         let mut child = Command::new(tool()?)
             .args(["serve", "--address", "127.0.0.1:0", "--repo"])
             .arg(paths.repo())
+            // Out of the terminal's process group: a Ctrl-C reaches the devnet, which then
+            // stops this server itself, after the daemons that download from it.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

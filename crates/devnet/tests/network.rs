@@ -2,7 +2,7 @@
 //! with a real SOCKS client (curl when installed, and the launcher's own probe).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -222,14 +222,91 @@ fn traffic_through_one_and_three_hops_import_and_relay_expiry() {
     )
     .unwrap();
     drop(net);
-    let mut leftover = String::new();
-    let _ = std::process::Command::new("pgrep")
-        .args(["-f", &scratch.path().display().to_string()])
-        .stdout(Stdio::piped())
+    let leftover = harness::processes_mentioning(scratch.path());
+    assert!(leftover.is_empty(), "processes left running: {leftover:?}");
+}
+
+/// Kills (SIGKILL) every process still mentioning the directory when dropped, so a failed
+/// test leaves nothing behind.
+struct KillMentioning(std::path::PathBuf);
+
+impl Drop for KillMentioning {
+    fn drop(&mut self) {
+        for pid in harness::processes_mentioning(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Ctrl-C while the devnet is still starting its daemons ends the devnet and every daemon
+/// (and the release server) it had started: nothing is left running.
+#[test]
+fn interrupt_during_start_up_leaves_no_process_behind() {
+    let scratch = tempfile::tempdir().unwrap();
+    let _cleanup = KillMentioning(scratch.path().to_path_buf());
+    // Built beforehand, so what the interrupt lands in is the start-up, not cargo.
+    harness::binaries(&wireleap_devnet::launch::BINARIES).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_wireleap-devnet"))
+        .arg("--dir")
+        .arg(scratch.path().join("net"))
+        .arg("--socks-port")
+        .arg(harness::free_port().unwrap().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .and_then(|c| c.stdout.unwrap().read_to_string(&mut leftover));
+        .unwrap();
+    let mut devnet = harness::ProcessGuard::child(child);
+    let stderr = devnet.child_mut().unwrap().stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // The second relay: contract, directory, auth, ps-dummy, the release server and the
+    // first relay are running by then.
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("starting relay-entropic"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!(
+                "the devnet never started its second relay:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+    let running: Vec<i32> = harness::processes_mentioning(scratch.path())
+        .into_iter()
+        .filter(|pid| *pid != devnet.id())
+        .collect();
     assert!(
-        leftover.trim().is_empty(),
-        "processes left running: {leftover}"
+        running.len() >= 5,
+        "daemons are running before the interrupt: {running:?}"
+    );
+    devnet.signal(nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = devnet.wait_timeout(Duration::from_secs(90)).unwrap();
+    seen.extend(lines.try_iter());
+    assert!(!status.success(), "an interrupted start-up is a failure");
+    assert!(
+        seen.iter().any(|l| l.contains("interrupted")),
+        "the devnet says it was interrupted:\n{}",
+        seen.join("\n")
+    );
+    let leftover = harness::processes_mentioning(scratch.path());
+    assert!(
+        leftover.is_empty(),
+        "processes left running: {leftover:?}\n{}",
+        seen.join("\n")
     );
 }

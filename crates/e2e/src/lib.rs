@@ -345,6 +345,33 @@ pub fn pid_alive(pid: i32) -> bool {
     true
 }
 
+/// Running processes (zombies excluded) whose command line mentions `needle` in one of its
+/// arguments, e.g. a scratch directory every daemon of a test got as `--home`. Linux only
+/// (empty elsewhere).
+pub fn processes_mentioning(needle: &Path) -> Vec<i32> {
+    let Some(needle) = needle.to_str() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut found: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != me))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                cmd.split(|b| *b == 0)
+                    .any(|arg| String::from_utf8_lossy(arg).contains(needle))
+            })
+        })
+        .filter(|pid| pid_alive(*pid))
+        .collect();
+    found.sort_unstable();
+    found
+}
+
 /// Sends SIGTERM, waits up to 5 s, then SIGKILL and waits up to 2 s more. For processes
 /// that are not our children (they cannot be reaped here).
 pub fn terminate_pid(pid: i32) {
