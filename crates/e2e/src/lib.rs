@@ -156,6 +156,16 @@ fn build_many(pairs: &[(&str, &str)], profile_dir: &Path) -> Result<()> {
     cmd.current_dir(workspace_root())
         .args(["build", "--quiet"])
         .env("CARGO_TARGET_DIR", target_dir);
+    // Cargo gives a test process variables describing the test's own package. Passed on,
+    // they reach build scripts that watch them (ring's watches CARGO_MANIFEST_DIR), whose
+    // crates and everything above them (rustls, reqwest, every daemon) are then rebuilt
+    // each time the last build came from another package's tests or from a plain
+    // `cargo build`. Build as a shell would.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(is_per_package_cargo_var) {
+            cmd.env_remove(&key);
+        }
+    }
     for (package, name) in pairs {
         cmd.args(["-p", package, "--bin", name]);
     }
@@ -181,6 +191,24 @@ fn build_many(pairs: &[(&str, &str)], profile_dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether cargo sets this variable for one package's build script, binary or test (as
+/// opposed to configuration such as `CARGO_HOME` or `CARGO_PROFILE_*`, which stays).
+fn is_per_package_cargo_var(key: &str) -> bool {
+    matches!(
+        key,
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_MANIFEST_LINKS"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+            | "CARGO_RUSTC_CURRENT_DIR"
+            | "OUT_DIR"
+    ) || key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_EXE_")
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (bind :0, read, release).
@@ -558,15 +586,47 @@ impl HttpResponse {
 /// A plain-HTTP GET of `path` on `addr` with every step bounded by `timeout`. Enough for
 /// probing health and info endpoints; chunked bodies are returned undecoded.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<HttpResponse> {
+    http_request(addr, "GET", path, &[], &[], timeout)
+}
+
+/// A plain-HTTP POST of `body` to `path` on `addr` with the given extra headers
+/// (`Content-Length` is added), every step bounded by `timeout`.
+pub fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<HttpResponse> {
+    let length = body.len().to_string();
+    let mut all = headers.to_vec();
+    all.push(("Content-Length", &length));
+    http_request(addr, "POST", path, &all, body, timeout)
+}
+
+fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    // One write: a request split over segments is harder on minimal test servers.
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: wireleap-e2e\r\n\r\n"
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: wireleap-e2e\r\n"
     );
-    stream.write_all(request.as_bytes())?;
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    // One write: a request split over segments is harder on minimal test servers.
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes)?;
     let mut raw = Vec::new();
     // Bounded: probes are small; a runaway server must not exhaust memory.
     stream

@@ -105,38 +105,61 @@ impl Node {
     }
 }
 
-/// auth, ps-dummy and contract, configured for each other (as the devnet does it).
+/// auth, a payment service and contract.
 struct Money {
     auth: Node,
     ps: Node,
     contract: Node,
 }
 
+/// auth, ps-dummy and contract, configured for each other (as the devnet does it).
 fn money(servicekey_duration: &str, window: &str) -> anyhow::Result<Money> {
+    money_with(
+        "wireleap-ps-dummy",
+        "dummy",
+        servicekey_duration,
+        window,
+        |_| serde_json::json!({}),
+    )
+}
+
+/// auth, the payment service `ps_bin` (selling pofs of type `pof_type`, with the extra
+/// config keys `ps_extra` gives for it) and contract, configured for each other.
+fn money_with(
+    ps_bin: &'static str,
+    pof_type: &str,
+    servicekey_duration: &str,
+    window: &str,
+    ps_extra: impl FnOnce(&Node) -> serde_json::Value,
+) -> anyhow::Result<Money> {
     let auth = Node::init("wireleap-auth")?;
-    let ps = Node::init("wireleap-ps-dummy")?;
+    let ps = Node::init(ps_bin)?;
     let contract = Node::init("wireleap-contract")?;
     let (auth_key, ps_key, contract_key) = (auth.pubkey()?, ps.pubkey()?, contract.pubkey()?);
     contract.configure(serde_json::json!({
         "address": contract.addr.to_string(),
         "endpoint": contract.url(),
-        "proof_of_funding": [{"type": "dummy", "pubkey": auth_key, "endpoint": ps.url()}],
+        "proof_of_funding": [{"type": pof_type, "pubkey": auth_key, "endpoint": ps.url()}],
         "servicekey": {"value": "1000", "currency": "usd", "duration": servicekey_duration},
         "settlement": {"fee_percent": "5", "submission_window": window},
-        "payout": {"endpoint": format!("{}/withdrawals", ps.url()), "type": "dummy"},
+        "payout": {"endpoint": format!("{}/withdrawals", ps.url()), "type": pof_type},
         "metadata": {"name": "e2e"},
     }))?;
     auth.configure(serde_json::json!({
         "address": auth.addr.to_string(),
         "endpoint": auth.url(),
-        "payment_services": [{"type": "dummy", "pubkey": ps_key}],
+        "payment_services": [{"type": pof_type, "pubkey": ps_key}],
     }))?;
-    ps.configure(serde_json::json!({
+    let mut config = serde_json::json!({
         "address": ps.addr.to_string(),
         "endpoint": ps.url(),
         "auth": {"endpoint": auth.url(), "public_key": auth_key},
         "contract": {"endpoint": contract.url(), "public_key": contract_key},
-    }))?;
+    });
+    if let (Some(c), serde_json::Value::Object(extra)) = (config.as_object_mut(), ps_extra(&ps)) {
+        c.extend(extra);
+    }
+    ps.configure(config)?;
     Ok(Money { auth, ps, contract })
 }
 
@@ -453,5 +476,189 @@ fn kill_9_during_submissions_loses_and_doubles_nothing() -> TestResult {
     assert_eq!(counted, u64::from(TOKENS), "contract count vs tokens sent");
     let acked: u32 = seen.values().map(|s| s.ok).sum();
     assert_eq!(acked + lost_in_flight, TOKENS);
+    Ok(())
+}
+
+// ---- ps-stripe, the real binary, against a fake Stripe API in this test ----------------
+
+const STRIPE_KEY: &str = "sk_test_e2e";
+const WEBHOOK_SECRET: &str = "whsec_e2e";
+
+/// Checkout Session requests the fake Stripe received, as form fields (names still
+/// percent-encoded: `metadata%5Border_id%5D`), and how many carried a wrong key.
+#[derive(Debug, Default)]
+struct FakeStripe {
+    sessions: Vec<HashMap<String, String>>,
+    unauthorized: usize,
+}
+
+/// Serves `POST /v1/checkout/sessions` as Stripe documents it (form body, Bearer key, a
+/// session object back) on a free loopback port; runs until the runtime is dropped.
+async fn fake_stripe(seen: Arc<Mutex<FakeStripe>>) -> anyhow::Result<SocketAddr> {
+    use axum::http::{HeaderMap, StatusCode};
+    let sessions = axum::routing::post(move |h: HeaderMap, body: String| async move {
+        let mut f = seen.lock().unwrap_or_else(|p| p.into_inner());
+        if h.get("authorization").and_then(|v| v.to_str().ok())
+            != Some(&format!("Bearer {STRIPE_KEY}"))
+        {
+            f.unauthorized += 1;
+            let e = serde_json::json!({"error": {"type": "invalid_request_error"}});
+            return (StatusCode::UNAUTHORIZED, axum::Json(e));
+        }
+        let form: HashMap<String, String> = body
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        f.sessions.push(form);
+        let id = format!("cs_test_e2e{}", f.sessions.len());
+        let s = serde_json::json!({
+            "id": id, "object": "checkout.session", "payment_status": "unpaid",
+            "url": format!("https://checkout.stripe.test/c/pay/{id}"),
+        });
+        (StatusCode::OK, axum::Json(s))
+    });
+    let app = axum::Router::new().route("/v1/checkout/sessions", sessions);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// `Stripe-Signature` for `body` at time `t`, computed here from Stripe's documentation
+/// (HMAC-SHA256 of `<t>.<body>` with the endpoint secret, hex), not with ps-stripe's code.
+fn stripe_signature(secret: &str, t: i64, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A paid `checkout.session.completed` event for one session and order.
+fn paid_session_event(event: &str, session: &str, order: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "id": event, "object": "event", "type": "checkout.session.completed",
+        "created": unix_now(), "livemode": false,
+        "data": {"object": {
+            "id": session, "object": "checkout.session", "mode": "payment",
+            "client_reference_id": order, "metadata": {"order_id": order},
+            "payment_status": "paid", "status": "complete",
+        }},
+    }))
+    .unwrap_or_default()
+}
+
+fn webhook(ps: SocketAddr, body: &[u8], signature: &str) -> anyhow::Result<(u16, String)> {
+    let r = wireleap_e2e::http_post(
+        ps,
+        "/webhook",
+        &[
+            ("Content-Type", "application/json"),
+            ("Stripe-Signature", signature),
+        ],
+        body,
+        Duration::from_secs(30),
+    )?;
+    Ok((r.status, r.text()))
+}
+
+/// The whole purchase with real binaries: `wireleap-ps-stripe` creates a Checkout Session at
+/// (fake) Stripe, refuses the access key until paid, takes a webhook signed as Stripe signs
+/// them, has `wireleap-auth` sign the pofs exactly once however often Stripe redelivers, and
+/// the real contract activates a servicekey from one of them.
+#[test]
+fn stripe_checkout_to_activated_servicekey() -> TestResult {
+    let rt = runtime()?;
+    let seen = Arc::new(Mutex::new(FakeStripe::default()));
+    let stripe = rt.block_on(fake_stripe(seen.clone()))?;
+    let mut m = money_with("wireleap-ps-stripe", "stripe", "1h", "1h", |ps| {
+        serde_json::json!({
+            "stripe": {"api_base": format!("http://{stripe}"), "retry_delay": "0s"},
+            "checkout": {"price": {"currency": "usd", "unit_amount": 500},
+                         "success_url": format!("{}/accesskeys/{{CHECKOUT_SESSION_ID}}", ps.url()),
+                         "cancel_url": format!("{}/cancelled", ps.url())},
+        })
+    })?;
+    m.ps.home
+        .write("stripe-secret-key", format!("{STRIPE_KEY}\n"))?;
+    m.ps.home
+        .write("stripe-webhook-secret", format!("{WEBHOOK_SECRET}\n"))?;
+    m.auth.start()?;
+    m.ps.start()?;
+    m.contract.start()?;
+    let (ps, contract) = (&m.ps, &m.contract);
+
+    // Checkout: one session at Stripe, for 2 pofs at 5.00 each, under our order id.
+    let r = wireleap_e2e::http_post(
+        ps.addr,
+        "/checkout",
+        &[("Content-Type", "application/json")],
+        br#"{"quantity": 2}"#,
+        Duration::from_secs(30),
+    )?;
+    anyhow::ensure!(r.status == 200, "checkout: {} {}", r.status, r.text());
+    let reply: serde_json::Value = serde_json::from_slice(&r.body)?;
+    let session = reply["id"].as_str().unwrap_or_default().to_string();
+    let form = {
+        let f = seen.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(f.unauthorized, 0);
+        assert_eq!(f.sessions.len(), 1);
+        f.sessions[0].clone()
+    };
+    assert_eq!(form["line_items%5B0%5D%5Bquantity%5D"], "2", "{form:?}");
+    let order = form["metadata%5Border_id%5D"].clone();
+    assert_eq!(form["client_reference_id"], order);
+    assert_eq!(
+        reply["accesskey_url"],
+        format!("{}/accesskeys/{session}", ps.url())
+    );
+
+    // Not paid yet: no access key.
+    let key_path = format!("/accesskeys/{session}");
+    let unpaid = http_get(ps.addr, &key_path, Duration::from_secs(10))?;
+    assert_eq!(unpaid.status, 402, "{}", unpaid.text());
+
+    // A webhook with a wrong signature is refused and issues nothing.
+    let event = paid_session_event("evt_e2e1", &session, &order);
+    let (code, text) = webhook(
+        ps.addr,
+        &event,
+        &stripe_signature("whsec_wrong", unix_now(), &event),
+    )?;
+    assert_eq!(code, 400, "{text}");
+    assert_eq!(
+        http_get(ps.addr, &key_path, Duration::from_secs(10))?.status,
+        402
+    );
+
+    // Paid, delivered twice (Stripe redelivers): one access key, the same both times.
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (code, text) = webhook(
+            ps.addr,
+            &event,
+            &stripe_signature(WEBHOOK_SECRET, unix_now(), &event),
+        )?;
+        assert_eq!(code, 200, "{text}");
+        let got = http_get(ps.addr, &key_path, Duration::from_secs(10))?;
+        assert_eq!(got.status, 200, "{}", got.text());
+        keys.push(got.body);
+    }
+    assert_eq!(keys[0], keys[1], "a redelivered webhook issues nothing new");
+    let key = AccessKey::import(&keys[0])?;
+    assert_eq!(key.contract, contract.pubkey()?);
+    assert_eq!(key.endpoint, contract.url());
+    assert_eq!(key.pofs.len(), 2);
+    assert!(key.pofs.iter().all(|p| p.kind == "stripe"));
+
+    // The real contract takes a pof it has never seen, once.
+    rt.block_on(async {
+        activate(&contract.url(), &Keypair::generate(), key.pofs[0].clone()).await?;
+        let again = activate(&contract.url(), &Keypair::generate(), key.pofs[0].clone()).await;
+        assert!(again.is_err(), "a pof is spent once");
+        anyhow::Ok(())
+    })?;
     Ok(())
 }
