@@ -268,6 +268,7 @@ impl Devnet {
                 "proof_of_funding": [{"type": "dummy", "pubkey": auth_key, "endpoint": ps_url}],
                 "servicekey": {"value": "1000", "currency": "usd", "duration": opts.servicekey_duration},
                 "settlement": {"fee_percent": "5", "submission_window": opts.submission_window},
+                "payout": {"endpoint": format!("{ps_url}/withdrawals"), "type": "dummy"},
                 "directory": {"endpoint": dir_url, "public_key": dir_key},
                 "metadata": {"name": "wireleap devnet", "operator": "you"},
             }),

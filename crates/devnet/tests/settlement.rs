@@ -2,7 +2,8 @@
 //! short servicekeys and a short submission window, traffic through the 3-hop circuit makes
 //! each relay store a sharetoken, submit it once the servicekey's settlement window opens,
 //! and, after the window closes, hold a balance at the contract: the servicekey's value
-//! minus the contract's 5 % fee, split among the relays by accepted tokens.
+//! minus the contract's 5 % fee, split among the relays by accepted tokens, which a relay
+//! can then withdraw through the contract and ps-dummy.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
@@ -93,4 +94,23 @@ fn sharetokens_are_submitted_accepted_and_settled_at_the_contract() {
     assert_eq!(balances[0]["value"], balances[1]["value"], "{balances:?}");
     assert_eq!(balances[1]["value"], balances[2]["value"], "{balances:?}");
     assert_eq!(balances[0]["tokens"], balances[2]["tokens"], "{balances:?}");
+
+    // The backing relay takes its money out through the contract and ps-dummy.
+    let backing = &net.info.relays[2].home;
+    let available = balances[2]["available"].as_i64().unwrap();
+    let out = harness::run(
+        Command::new(backing.join("wireleap-relay"))
+            .arg("--home")
+            .arg(backing)
+            .args(["withdraw", "--contract", &net.info.contract])
+            .args(["--destination", "devnet-account", "--amount"])
+            .arg(available.to_string()),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(out.code(), Some(0), "withdraw: {out}");
+    let w: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(w["state"], "complete", "{w}");
+    assert_eq!(w["amount"], available, "{w}");
+    assert_eq!(balance(backing)["available"], 0);
 }
