@@ -5,7 +5,7 @@
 use sqlx::Row as _;
 use wireleap_proto::payout::Accounting;
 use wireleap_proto::pof::Pof;
-use wireleap_store::{Db, Migration, StoreError};
+use wireleap_store::{Compat, Db, Migration, StoreError};
 
 /// Schema component name.
 pub const COMPONENT: &str = "auth";
@@ -28,6 +28,8 @@ CREATE INDEX auth_pofs_issued_to ON auth_pofs (issued_to, issued_at);
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "issued pofs",
+    // Creates every table: nothing before it can use the database.
+    compat: Compat::Breaking,
     sqlite: V1,
     postgres: V1,
 }];

@@ -28,7 +28,7 @@ use wireleap_proto::payout::{Withdrawal, WithdrawalRequest, WithdrawalState};
 use wireleap_proto::rational::Rational;
 use wireleap_proto::servicekey::ContractSection;
 use wireleap_proto::sharetoken::Sharetoken;
-use wireleap_store::{Db, Migration, StoreError};
+use wireleap_store::{Compat, Db, Migration, StoreError};
 
 /// Schema component name in `wireleap_schema`.
 pub const COMPONENT: &str = "contract";
@@ -88,6 +88,8 @@ CREATE INDEX contract_withdrawals_relay ON contract_withdrawals (relay, created_
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "activations, sharetokens, credits, withdrawals",
+    // Creates every table: nothing before it can use the database.
+    compat: Compat::Breaking,
     sqlite: V1_SQLITE,
     postgres: V1_SQLITE,
 }];

@@ -16,7 +16,7 @@ use sqlx::Row as _;
 use wireleap_proto::keys::PublicKey;
 use wireleap_proto::relayentry::RelayEntry;
 use wireleap_proto::version;
-use wireleap_store::{Db, Migration, StoreError};
+use wireleap_store::{Compat, Db, Migration, StoreError};
 
 /// The schema owner name in `wireleap_schema`.
 pub const COMPONENT: &str = "wireleap-dir";
@@ -25,6 +25,8 @@ pub const COMPONENT: &str = "wireleap-dir";
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "relays, upgrade channels, upgrade failures",
+    // Creates every table: nothing before it can use the database.
+    compat: Compat::Breaking,
     sqlite: "CREATE TABLE dir_relays (
         pubkey TEXT PRIMARY KEY NOT NULL,
         role TEXT NOT NULL,

@@ -13,7 +13,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Any;
 use sqlx::Row as _;
-use wireleap_store::{Db, Migration, StoreError};
+use wireleap_store::{Compat, Db, Migration, StoreError};
 
 /// Schema component name.
 pub const COMPONENT: &str = "ps-stripe";
@@ -59,6 +59,8 @@ CREATE TABLE stripe_payouts (
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "orders, events, payouts",
+    // Creates every table: nothing before it can use the database.
+    compat: Compat::Breaking,
     sqlite: V1,
     postgres: V1,
 }];

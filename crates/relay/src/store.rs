@@ -15,7 +15,7 @@ use sqlx::Row as _;
 use tokio::sync::{mpsc, oneshot};
 use wireleap_proto::keys::PublicKey;
 use wireleap_proto::sharetoken::{Sharetoken, VerifiedSharetoken};
-use wireleap_store::{Db, Migration, StoreError};
+use wireleap_store::{Compat, Db, Migration, StoreError};
 
 /// Schema name in `wireleap_schema`.
 pub const COMPONENT: &str = "relay";
@@ -24,6 +24,8 @@ pub const COMPONENT: &str = "relay";
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "sharetokens, contract info cache, usage counters",
+    // Creates every table: nothing before it can use the database.
+    compat: Compat::Breaking,
     sqlite: "CREATE TABLE relay_sharetokens (
         contract TEXT NOT NULL,
         servicekey TEXT NOT NULL,

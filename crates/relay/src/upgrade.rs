@@ -245,6 +245,16 @@ impl Reporter for RelayReporter {
 mod tests {
     use super::*;
 
+    /// The store refuses breaking schema migrations in the new process of a hand-over by
+    /// the variable the hand-over sets on it; the two crates must agree on its name.
+    #[test]
+    fn the_store_knows_the_hand_over_variable() {
+        assert_eq!(
+            wireleap_store::PREDECESSOR_ENV,
+            wireleap_upgrade::handover::PREDECESSOR_ENV
+        );
+    }
+
     #[test]
     fn channel_key_migration_renames_the_alias_only() {
         let dir = tempfile::tempdir().unwrap();

@@ -41,8 +41,9 @@ pub enum StoreError {
         /// The driver error.
         source: sqlx::Error,
     },
-    /// The database holds a newer schema than this binary knows: refuse rather than corrupt.
-    #[error("database schema of {component} is at v{found}, newer than this build knows (v{known}); run the newer binary or roll the data back")]
+    /// The database holds a newer schema than this binary knows, and one of the newer
+    /// migrations changed it in a way older builds cannot use: refuse rather than corrupt.
+    #[error("database schema of {component} is at v{found}, newer than this build knows (v{known}), and builds before v{floor} cannot use it; run the newer binary or roll the data back")]
     SchemaTooNew {
         /// Which component's schema.
         component: &'static str,
@@ -50,6 +51,20 @@ pub enum StoreError {
         found: i64,
         /// Highest version this build has.
         known: i64,
+        /// The lowest schema version a build must know to use this database.
+        floor: i64,
+    },
+    /// A breaking migration was due while the process being upgraded still runs on the same
+    /// database (a zero-downtime hand-over): applying it would pull the schema from under
+    /// that process, and from under it again if the upgrade were rolled back.
+    #[error("schema migration {component} v{version} ({name}) is breaking and cannot run while the previous process still uses the database (zero-downtime upgrade); stop the service, then start the new version")]
+    BreakingDuringHandover {
+        /// Which component's schema.
+        component: &'static str,
+        /// Migration version.
+        version: i64,
+        /// Migration name.
+        name: &'static str,
     },
     /// A query failed.
     #[error("database error while {context}: {source}")]
@@ -68,6 +83,24 @@ impl StoreError {
     }
 }
 
+/// Whether builds that predate a migration can keep using the database after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compat {
+    /// Only adds (tables, indexes, nullable or defaulted columns): older builds keep reading
+    /// and writing. Upgrades rely on it: during a zero-downtime hand-over the old process
+    /// runs on the database the new one migrated, and after a rollback the old build must
+    /// be able to start on it again.
+    Expand,
+    /// Renames, drops or reinterprets: builds before this version must not use the
+    /// database once it is applied. Cannot run during a hand-over (the old process still
+    /// runs): such a release is installed by stopping the service first.
+    Breaking,
+}
+
+/// The environment variable the upgrade hand-over sets on the new process, naming the old
+/// one that still runs on the same database (`wireleap_upgrade::handover::PREDECESSOR_ENV`).
+pub const PREDECESSOR_ENV: &str = "WIRELEAP_UPGRADE_PREDECESSOR";
+
 /// One schema step of a component. Both backends' SQL must leave the same logical schema.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
@@ -75,6 +108,8 @@ pub struct Migration {
     pub version: i64,
     /// Short name for logs.
     pub name: &'static str,
+    /// Whether older builds can still use the database after it.
+    pub compat: Compat,
     /// Statements for SQLite, separated by `;` at line ends.
     pub sqlite: &'static str,
     /// Statements for PostgreSQL, separated by `;` at line ends.
@@ -156,18 +191,43 @@ impl Db {
     /// Applies the component's pending migrations in order, each in its own transaction.
     /// Safe to run from several instances at once: PostgreSQL serialises them with an
     /// advisory lock, SQLite with its write lock.
+    ///
+    /// A database already migrated past what this build knows is used as it is when every
+    /// newer migration was [`Compat::Expand`] (the schema's floor, the lowest version a
+    /// build must know, is recorded per component), and refused otherwise. While
+    /// [`PREDECESSOR_ENV`] is set (the new process of a hand-over), a pending
+    /// [`Compat::Breaking`] migration is refused before anything is written.
     pub async fn migrate(
         &self,
         component: &'static str,
         migrations: &[Migration],
     ) -> Result<(), StoreError> {
-        let create = "CREATE TABLE IF NOT EXISTS wireleap_schema (component TEXT NOT NULL, \
-                      version BIGINT NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL, \
-                      PRIMARY KEY (component, version))";
-        sqlx::query(create)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("creating the schema table"))?;
+        let handover = std::env::var_os(PREDECESSOR_ENV).is_some_and(|v| !v.is_empty());
+        self.migrate_with(component, migrations, handover).await
+    }
+
+    /// [`Db::migrate`], told whether a previous process still runs on the database.
+    pub async fn migrate_with(
+        &self,
+        component: &'static str,
+        migrations: &[Migration],
+        predecessor_running: bool,
+    ) -> Result<(), StoreError> {
+        for create in [
+            "CREATE TABLE IF NOT EXISTS wireleap_schema (component TEXT NOT NULL, \
+             version BIGINT NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL, \
+             PRIMARY KEY (component, version))",
+            // The lowest schema version a build must know to use the database: the newest
+            // breaking migration applied. No row (a database from before this table):
+            // only builds knowing its current version.
+            "CREATE TABLE IF NOT EXISTS wireleap_schema_floor (component TEXT PRIMARY KEY, \
+             version BIGINT NOT NULL)",
+        ] {
+            sqlx::query(create)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::query("creating the schema tables"))?;
+        }
         let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
         for m in migrations {
             let mut tx = self
@@ -181,25 +241,46 @@ impl Db {
                     .await
                     .map_err(StoreError::query("locking for migration"))?;
             }
-            let row: AnyRow = sqlx::query(
+            let current = scalar(
+                &mut tx,
                 "SELECT COALESCE(MAX(version), 0) AS v FROM wireleap_schema WHERE component = $1",
+                component,
             )
-            .bind(component)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::query("reading the schema version"))?;
-            let current: i64 = row
-                .try_get("v")
-                .map_err(StoreError::query("reading the schema version"))?;
+            .await?
+            .unwrap_or(0);
+            let floor = scalar(
+                &mut tx,
+                "SELECT version AS v FROM wireleap_schema_floor WHERE component = $1",
+                component,
+            )
+            .await?;
             if current > known {
-                return Err(StoreError::SchemaTooNew {
+                let floor = floor.unwrap_or(current);
+                if floor > known {
+                    return Err(StoreError::SchemaTooNew {
+                        component,
+                        found: current,
+                        known,
+                        floor,
+                    });
+                }
+                tracing::info!(
                     component,
-                    found: current,
+                    schema = current,
                     known,
-                });
+                    "database schema is newer than this build but only added to what it knows; using it"
+                );
+                return Ok(());
             }
             if current >= m.version {
                 continue;
+            }
+            if m.compat == Compat::Breaking && current > 0 && predecessor_running {
+                return Err(StoreError::BreakingDuringHandover {
+                    component,
+                    version: m.version,
+                    name: m.name,
+                });
             }
             let sql = match self.backend {
                 Backend::Sqlite => m.sqlite,
@@ -225,6 +306,22 @@ impl Db {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
+            let new_floor = match m.compat {
+                Compat::Breaking => m.version,
+                // Unknown floor (older database): the version it was at.
+                Compat::Expand => floor.unwrap_or(current),
+            };
+            sqlx::query("DELETE FROM wireleap_schema_floor WHERE component = $1")
+                .bind(component)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            sqlx::query("INSERT INTO wireleap_schema_floor (component, version) VALUES ($1, $2)")
+                .bind(component)
+                .bind(new_floor)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
             tx.commit().await.map_err(fail)?;
             tracing::info!(
                 component,
@@ -253,6 +350,22 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The `v` column of a one-row query bound to `component`; `None` when there is no row.
+async fn scalar(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sql: &'static str,
+    component: &str,
+) -> Result<Option<i64>, StoreError> {
+    let row: Option<AnyRow> = sqlx::query(sql)
+        .bind(component)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(StoreError::query("reading the schema version"))?;
+    row.map(|r| r.try_get("v"))
+        .transpose()
+        .map_err(StoreError::query("reading the schema version"))
 }
 
 fn split_statements(sql: &str) -> impl Iterator<Item = &str> {

@@ -14,4 +14,4 @@
 mod db;
 pub mod testing;
 
-pub use db::{Backend, Db, Migration, StoreError};
+pub use db::{Backend, Compat, Db, Migration, StoreError, PREDECESSOR_ENV};
