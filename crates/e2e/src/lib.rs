@@ -16,6 +16,13 @@
 //! `cargo test --workspace` on a fresh clone work. Set `WIRELEAP_E2E_BIN_DIR` to a directory
 //! of prebuilt binaries to skip building (CI that built once, or installed binaries).
 //! Cross-compiled test runs (`--target`) need `WIRELEAP_E2E_BIN_DIR`.
+//!
+//! Each `cargo build -p <package>` resolves features for that selection, which differs from
+//! the selection of a `cargo test --workspace` run, so its dependencies are built a second
+//! time. With `WIRELEAP_E2E_BUILD=workspace` the harness builds with
+//! `cargo build --workspace --tests --bins` instead: the same selection as
+//! `cargo test --workspace`, so right after that command it only checks that everything is
+//! fresh (CI sets it; for a single package's tests it would build the whole workspace).
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_docs)]
@@ -33,6 +40,11 @@ use std::time::{Duration, Instant};
 
 /// Environment variable naming a directory of prebuilt binaries (no build then).
 pub const BIN_DIR_ENV: &str = "WIRELEAP_E2E_BIN_DIR";
+
+/// Environment variable choosing what the harness asks cargo to build: `workspace` for the
+/// selection of `cargo test --workspace` (see the crate documentation); anything else, or
+/// unset, for just the binaries asked for.
+pub const BUILD_ENV: &str = "WIRELEAP_E2E_BUILD";
 
 /// The seven daemon binaries and their packages.
 pub const DAEMONS: [(&str, &str); 7] = [
@@ -166,8 +178,12 @@ fn build_many(pairs: &[(&str, &str)], profile_dir: &Path) -> Result<()> {
             cmd.env_remove(&key);
         }
     }
-    for (package, name) in pairs {
-        cmd.args(["-p", package, "--bin", name]);
+    if std::env::var(BUILD_ENV).is_ok_and(|v| v == "workspace") {
+        cmd.args(["--workspace", "--tests", "--bins"]);
+    } else {
+        for (package, name) in pairs {
+            cmd.args(["-p", package, "--bin", name]);
+        }
     }
     let what = pairs.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ");
     match profile {
