@@ -18,6 +18,7 @@ use crate::load::{Load, LoadReport};
 use anyhow::{bail, Context as _, Result};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -296,7 +297,9 @@ pub fn run(net: &Devnet, opts: &BenchOptions, say: &dyn Fn(&str)) -> Result<Vec<
                 Command::new(fronting.join(crate::releases::RELAY))
                     .arg("--home")
                     .arg(fronting)
-                    .arg(cmd),
+                    .arg(cmd)
+                    // Out of the terminal's process group, as the launcher's commands.
+                    .process_group(0),
                 Duration::from_secs(60),
             )?;
             if out.code() != Some(0) {

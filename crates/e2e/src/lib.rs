@@ -35,6 +35,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -100,22 +101,37 @@ pub fn binary_of(package: &str, name: &str) -> Result<PathBuf> {
         }
         return Ok(path);
     }
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = built();
     if let Some(p) = built.get(name) {
         return Ok(p.clone());
     }
     let profile_dir = profile_dir()?;
-    build(package, name, &profile_dir)?;
+    if !(workspace_build() && WORKSPACE_BUILT.load(Ordering::SeqCst)) {
+        build(package, name, &profile_dir)?;
+    }
     let path = profile_dir.join(name);
     if !path.is_file() {
         bail!("cargo built {name} but {} does not exist", path.display());
     }
     built.insert(name.to_string(), path.clone());
     Ok(path)
+}
+
+/// Binaries built (or found) by this process, by name.
+fn built() -> std::sync::MutexGuard<'static, HashMap<String, PathBuf>> {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Set once this process ran a workspace build: every binary of the workspace is fresh.
+static WORKSPACE_BUILT: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`BUILD_ENV`] asks for workspace builds.
+fn workspace_build() -> bool {
+    std::env::var(BUILD_ENV).is_ok_and(|v| v == "workspace")
 }
 
 /// Builds several daemon binaries with one cargo invocation (cargo then compiles them in
@@ -126,7 +142,12 @@ pub fn binaries(names: &[&str]) -> Result<Vec<PathBuf>> {
             .iter()
             .map(|name| package_of(name).map(|pkg| (pkg, *name)))
             .collect::<Result<Vec<_>>>()?;
-        build_many(&pairs, &profile_dir()?)?;
+        let profile_dir = profile_dir()?;
+        build_many(&pairs, &profile_dir)?;
+        let mut built = built();
+        for name in names {
+            built.insert(name.to_string(), profile_dir.join(name));
+        }
     }
     names.iter().map(|n| binary(n)).collect()
 }
@@ -178,7 +199,8 @@ fn build_many(pairs: &[(&str, &str)], profile_dir: &Path) -> Result<()> {
             cmd.env_remove(&key);
         }
     }
-    if std::env::var(BUILD_ENV).is_ok_and(|v| v == "workspace") {
+    let workspace = workspace_build();
+    if workspace {
         cmd.args(["--workspace", "--tests", "--bins"]);
     } else {
         for (package, name) in pairs {
@@ -205,6 +227,9 @@ fn build_many(pairs: &[(&str, &str)], profile_dir: &Path) -> Result<()> {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+    if workspace {
+        WORKSPACE_BUILT.store(true, Ordering::SeqCst);
     }
     Ok(())
 }

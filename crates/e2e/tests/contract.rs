@@ -635,13 +635,18 @@ fn stripe_checkout_to_activated_servicekey() -> TestResult {
 
     // Paid, delivered twice (Stripe redelivers): one access key, the same both times.
     let mut keys = Vec::new();
-    for _ in 0..2 {
+    for delivery in 0..2 {
         let (code, text) = webhook(
             ps.addr,
             &event,
             &stripe_signature(WEBHOOK_SECRET, unix_now(), &event),
         )?;
         assert_eq!(code, 200, "{text}");
+        assert_eq!(
+            text.contains("access key already issued"),
+            delivery == 1,
+            "delivery {delivery}: {text}"
+        );
         let got = http_get(ps.addr, &key_path, Duration::from_secs(10))?;
         assert_eq!(got.status, 200, "{}", got.text());
         keys.push(got.body);

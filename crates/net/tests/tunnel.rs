@@ -543,6 +543,33 @@ async fn graceful_shutdown_drains_an_open_stream() {
             assert_eq!(&echoed, b"late", "an accepted late stream is served");
         }
     }
+    // Once the client has seen the GOAWAY, new streams are refused (bounded: a server that
+    // never sent one fails here).
+    let mut refused_stream = false;
+    for _ in 0..50 {
+        match session
+            .open("/", format!("CONNECT {}", echo.addr).as_bytes())
+            .await
+        {
+            Err(_) => refused_stream = true,
+            Ok(mut s) => {
+                let r = tokio::time::timeout(Duration::from_secs(10), async {
+                    s.write_all(b"x").await?;
+                    s.read_exact(&mut [0u8; 1]).await?;
+                    s.shutdown().await?;
+                    s.read_to_end(&mut Vec::new()).await
+                })
+                .await
+                .expect("a stream opened during the drain is answered, not left hanging");
+                refused_stream = r.is_err();
+            }
+        }
+        if refused_stream {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused_stream, "new streams are refused after the GOAWAY");
     // ...but the open stream keeps working until the client ends it.
     stream.write_all(b"after").await.unwrap();
     let mut buf = [0u8; 5];

@@ -202,7 +202,11 @@ impl Db {
         component: &'static str,
         migrations: &[Migration],
     ) -> Result<(), StoreError> {
-        let handover = std::env::var_os(PREDECESSOR_ENV).is_some_and(|v| !v.is_empty());
+        // As the upgrade agent reads it: a pid that is not ours (a re-exec keeps the pid).
+        let handover = std::env::var(PREDECESSOR_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|pid| pid != std::process::id());
         self.migrate_with(component, migrations, handover).await
     }
 
@@ -213,6 +217,14 @@ impl Db {
         migrations: &[Migration],
         predecessor_running: bool,
     ) -> Result<(), StoreError> {
+        // Under the migration lock: on PostgreSQL two concurrent `CREATE TABLE IF NOT EXISTS`
+        // of one table can fail on the catalogue's unique index.
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("starting a migration"))?;
+        self.lock_for_migration(&mut tx).await?;
         for create in [
             "CREATE TABLE IF NOT EXISTS wireleap_schema (component TEXT NOT NULL, \
              version BIGINT NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL, \
@@ -224,10 +236,34 @@ impl Db {
              version BIGINT NOT NULL)",
         ] {
             sqlx::query(create)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(StoreError::query("creating the schema tables"))?;
         }
+        // A hand-over's new process refuses a pending breaking migration before it applies
+        // anything, expanding ones before it included.
+        let current = scalar(
+            &mut tx,
+            "SELECT COALESCE(MAX(version), 0) AS v FROM wireleap_schema WHERE component = $1",
+            component,
+        )
+        .await?
+        .unwrap_or(0);
+        if predecessor_running && current > 0 {
+            if let Some(m) = migrations
+                .iter()
+                .find(|m| m.version > current && m.compat == Compat::Breaking)
+            {
+                return Err(StoreError::BreakingDuringHandover {
+                    component,
+                    version: m.version,
+                    name: m.name,
+                });
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(StoreError::query("creating the schema tables"))?;
         let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
         for m in migrations {
             let mut tx = self
@@ -235,12 +271,7 @@ impl Db {
                 .begin()
                 .await
                 .map_err(StoreError::query("starting a migration"))?;
-            if self.backend == Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock(7283560201)")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::query("locking for migration"))?;
-            }
+            self.lock_for_migration(&mut tx).await?;
             let current = scalar(
                 &mut tx,
                 "SELECT COALESCE(MAX(version), 0) AS v FROM wireleap_schema WHERE component = $1",
@@ -329,6 +360,21 @@ impl Db {
                 name = m.name,
                 "schema migrated"
             );
+        }
+        Ok(())
+    }
+
+    /// Serialises migrations across instances: PostgreSQL with a transaction-scoped advisory
+    /// lock; SQLite's own write lock does it there.
+    async fn lock_for_migration(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7283560201)")
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::query("locking for migration"))?;
         }
         Ok(())
     }

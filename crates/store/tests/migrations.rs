@@ -133,6 +133,35 @@ async fn migrations_apply_once_in_order_and_atomically() {
     }
 }
 
+/// In a hand-over's new process, a pending breaking migration is refused before anything is
+/// written, the expanding ones before it included.
+#[tokio::test]
+async fn a_breaking_migration_behind_expanding_ones_is_refused_before_any_of_them() {
+    for t in backends().await.unwrap() {
+        let db = &t.db;
+        db.migrate("mixed", &[V1]).await.unwrap();
+        let err = db
+            .migrate_with("mixed", &[V1, V2, V3_BREAKING], true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::BreakingDuringHandover { version: 3, .. }),
+            "{}: {err}",
+            t.name
+        );
+        assert_eq!(db.schema_version("mixed").await.unwrap(), 1, "{}", t.name);
+        // V2 did not run: its column is not there.
+        assert!(
+            sqlx::query("SELECT note FROM items")
+                .fetch_all(db.pool())
+                .await
+                .is_err(),
+            "{}",
+            t.name
+        );
+    }
+}
+
 /// A database migrated by a build from before the floor was recorded: only builds that know
 /// its version may use it.
 #[tokio::test]
