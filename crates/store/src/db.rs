@@ -219,12 +219,7 @@ impl Db {
     ) -> Result<(), StoreError> {
         // Under the migration lock: on PostgreSQL two concurrent `CREATE TABLE IF NOT EXISTS`
         // of one table can fail on the catalogue's unique index.
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::query("starting a migration"))?;
-        self.lock_for_migration(&mut tx).await?;
+        let mut tx = self.begin_migration().await?;
         for create in [
             "CREATE TABLE IF NOT EXISTS wireleap_schema (component TEXT NOT NULL, \
              version BIGINT NOT NULL, name TEXT NOT NULL, applied_at BIGINT NOT NULL, \
@@ -242,13 +237,7 @@ impl Db {
         }
         // A hand-over's new process refuses a pending breaking migration before it applies
         // anything, expanding ones before it included.
-        let current = scalar(
-            &mut tx,
-            "SELECT COALESCE(MAX(version), 0) AS v FROM wireleap_schema WHERE component = $1",
-            component,
-        )
-        .await?
-        .unwrap_or(0);
+        let current = current_version(&mut tx, component).await?;
         if predecessor_running && current > 0 {
             if let Some(m) = migrations
                 .iter()
@@ -266,19 +255,8 @@ impl Db {
             .map_err(StoreError::query("creating the schema tables"))?;
         let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
         for m in migrations {
-            let mut tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(StoreError::query("starting a migration"))?;
-            self.lock_for_migration(&mut tx).await?;
-            let current = scalar(
-                &mut tx,
-                "SELECT COALESCE(MAX(version), 0) AS v FROM wireleap_schema WHERE component = $1",
-                component,
-            )
-            .await?
-            .unwrap_or(0);
+            let mut tx = self.begin_migration().await?;
+            let current = current_version(&mut tx, component).await?;
             let floor = scalar(
                 &mut tx,
                 "SELECT version AS v FROM wireleap_schema_floor WHERE component = $1",
@@ -364,19 +342,22 @@ impl Db {
         Ok(())
     }
 
-    /// Serialises migrations across instances: PostgreSQL with a transaction-scoped advisory
-    /// lock; SQLite's own write lock does it there.
-    async fn lock_for_migration(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    ) -> Result<(), StoreError> {
+    /// A transaction holding the migration lock, which serialises migrations across
+    /// instances: on PostgreSQL a transaction-scoped advisory lock; SQLite's own write lock
+    /// does it there.
+    async fn begin_migration(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("starting a migration"))?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(7283560201)")
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await
                 .map_err(StoreError::query("locking for migration"))?;
         }
-        Ok(())
+        Ok(tx)
     }
 
     /// The schema version of `component` (0 when none).
@@ -396,6 +377,15 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The schema version of `component` as the transaction sees it (0 when none).
+async fn current_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    component: &str,
+) -> Result<i64, StoreError> {
+    let sql = "SELECT COALESCE(MAX(version), 0) AS v FROM wireleap_schema WHERE component = $1";
+    Ok(scalar(tx, sql, component).await?.unwrap_or(0))
 }
 
 /// The `v` column of a one-row query bound to `component`; `None` when there is no row.

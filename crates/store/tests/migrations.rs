@@ -34,6 +34,37 @@ const BROKEN: Migration = Migration {
     postgres: "CREATE TABLE t3 (a INT);\nTHIS IS NOT SQL;\n",
 };
 
+/// Migrating `component` to V3 (breaking) in a hand-over is refused and leaves its schema
+/// at `stays`.
+async fn refused_in_hand_over(
+    db: &wireleap_store::Db,
+    component: &'static str,
+    stays: i64,
+    backend: &str,
+) {
+    let err = db
+        .migrate_with(component, &[V1, V2, V3_BREAKING], true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::BreakingDuringHandover { version: 3, .. }),
+        "{backend}: {err}"
+    );
+    assert_eq!(
+        db.schema_version(component).await.unwrap(),
+        stays,
+        "{backend}"
+    );
+}
+
+/// `sql` must fail (what it reads does not exist).
+async fn assert_fails(db: &wireleap_store::Db, sql: &str, backend: &str) {
+    assert!(
+        sqlx::query(sql).fetch_all(db.pool()).await.is_err(),
+        "{backend}: {sql} worked"
+    );
+}
+
 #[tokio::test]
 async fn migrations_apply_once_in_order_and_atomically() {
     for t in backends().await.unwrap() {
@@ -60,14 +91,8 @@ async fn migrations_apply_once_in_order_and_atomically() {
             t.name
         );
         assert_eq!(db.schema_version("demo").await.unwrap(), 2, "{}", t.name);
-        assert!(
-            sqlx::query("SELECT * FROM t3")
-                .fetch_all(db.pool())
-                .await
-                .is_err(),
-            "{}: half-applied migration left its table",
-            t.name
-        );
+        // Not half-applied: its table is not there.
+        assert_fails(db, "SELECT * FROM t3", t.name).await;
 
         // A build that knows only V1 keeps using a database V2 merely added to (what a
         // rolled-back upgrade needs)...
@@ -82,16 +107,7 @@ async fn migrations_apply_once_in_order_and_atomically() {
 
         // ...but a breaking migration is refused while the previous process of a hand-over
         // still runs on the database, with nothing written...
-        let err = db
-            .migrate_with("demo", &[V1, V2, V3_BREAKING], true)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::BreakingDuringHandover { version: 3, .. }),
-            "{}: {err}",
-            t.name
-        );
-        assert_eq!(db.schema_version("demo").await.unwrap(), 2, "{}", t.name);
+        refused_in_hand_over(db, "demo", 2, t.name).await;
         // ...and applied when the service was stopped first; after it, older builds refuse
         // the database instead of writing into it.
         db.migrate_with("demo", &[V1, V2, V3_BREAKING], false)
@@ -140,25 +156,9 @@ async fn a_breaking_migration_behind_expanding_ones_is_refused_before_any_of_the
     for t in backends().await.unwrap() {
         let db = &t.db;
         db.migrate("mixed", &[V1]).await.unwrap();
-        let err = db
-            .migrate_with("mixed", &[V1, V2, V3_BREAKING], true)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::BreakingDuringHandover { version: 3, .. }),
-            "{}: {err}",
-            t.name
-        );
-        assert_eq!(db.schema_version("mixed").await.unwrap(), 1, "{}", t.name);
+        refused_in_hand_over(db, "mixed", 1, t.name).await;
         // V2 did not run: its column is not there.
-        assert!(
-            sqlx::query("SELECT note FROM items")
-                .fetch_all(db.pool())
-                .await
-                .is_err(),
-            "{}",
-            t.name
-        );
+        assert_fails(db, "SELECT note FROM items", t.name).await;
     }
 }
 
