@@ -221,6 +221,14 @@ pub struct Published {
 /// it; with `broken`, stamped to crash on start so it fails its health check) and sets the
 /// directory's `default` channel to it.
 pub fn publish(dir: &Path, relay: &Path, broken: bool) -> Result<Published> {
+    let fault = broken.then_some("crash-on-start");
+    publish_with(dir, relay, fault)
+}
+
+/// [`publish`] with any release-drill fault of the relay (`crash-on-start`,
+/// `fail-migration`, `schema-expand`, `schema-breaking`; see `wireleap_relay::upgrade`), or
+/// none. `Published::broken` says whether the relays are expected to roll it back.
+pub fn publish_with(dir: &Path, relay: &Path, fault: Option<&str>) -> Result<Published> {
     let paths = Paths::new(dir);
     if !paths.key().exists() {
         bail!(
@@ -235,17 +243,25 @@ pub fn publish(dir: &Path, relay: &Path, broken: bool) -> Result<Published> {
     std::fs::create_dir_all(&bins)?;
     let stamped = bins.join(format!("{RELAY}-{version}"));
     let mut set = vec![format!("version={version}")];
-    if broken {
-        set.push("fault=crash-on-start".into());
+    if let Some(f) = fault {
+        set.push(format!("fault={f}"));
     }
     stamp(relay, &stamped, &set)?;
-    let (notes, tag) = if broken {
-        (
+    let broken = matches!(
+        fault,
+        Some("crash-on-start" | "fail-migration" | "schema-breaking")
+    );
+    let (notes, tag) = match fault {
+        Some("crash-on-start") => (
             "A deliberately broken build: it exits at start, so relays roll it back, skip it and report it to the directory.",
             "broken",
-        )
-    } else {
-        ("The next devnet release of the relay.", "published")
+        ),
+        Some(f) if broken => (
+            "A release drill that relays must roll back (stamped fault), skip and report.",
+            f,
+        ),
+        Some(f) => ("A release drill that relays install (stamped fault).", f),
+        None => ("The next devnet release of the relay.", "published"),
     };
     paths.release(&stamped, &version, notes, tag)?;
     let dir_home = dir.join("directory");

@@ -5,7 +5,9 @@
 //! client load runs through the 3-hop circuit: no request fails and no relay leaves the
 //! directory. Then a broken release (stamped to crash at start) is published: every relay
 //! tries it, rolls back, skips it and reports it, and keeps serving the version it ran.
-//! Last, the same load measures a stop-then-start restart of one relay, the way the original
+//! Then two releases that change the shared database schema: a breaking one is refused and
+//! rolled back the same way; an expanding one is installed, and a relay rolled back from it
+//! to the release before serves and restarts on the expanded database. Last, the same load measures a stop-then-start restart of one relay, the way the original
 //! upgraded, for comparison (printed, not asserted: it is the baseline).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -48,6 +50,14 @@ fn wait_listed(net: &Devnet, what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// How many relays reported `version` as failed in the directory's `/info`.
+fn failures_reported(dir: SocketAddr, version: &str) -> Option<u64> {
+    http_get(dir, "/info", Duration::from_secs(3))
+        .ok()
+        .and_then(|(_, b)| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["upgrade_failures"][version]["count"].as_u64())
 }
 
 #[test]
@@ -101,11 +111,7 @@ fn relays_upgrade_under_load_and_roll_back_a_broken_release() {
     let broken = releases::publish(&net.dir, &relay_build, true).unwrap();
     let bad = broken.version.to_string();
     wait_listed(&net, "three failure reports for the broken release", || {
-        http_get(dir, "/info", Duration::from_secs(3))
-            .ok()
-            .and_then(|(_, b)| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v["upgrade_failures"][bad.as_str()]["count"].as_u64())
-            == Some(3)
+        failures_reported(dir, &bad) == Some(3)
     });
     assert!(l.settle(20, WAIT), "the load goes on after the rollbacks");
     let rollback = l.stop();
@@ -147,7 +153,79 @@ fn relays_upgrade_under_load_and_roll_back_a_broken_release() {
         "{state}"
     );
 
-    // 3. The baseline: the original's way, stop then start, on the fronting relay.
+    // 3. Releases that change the database schema, which both processes of a hand-over
+    // share. A breaking change is refused by the new process before it touches the
+    // database: rolled back, skipped, reported, the old version serves on.
+    let breaking = releases::publish_with(&net.dir, &relay_build, Some("schema-breaking"))
+        .unwrap()
+        .version
+        .to_string();
+    wait_listed(
+        &net,
+        "three failure reports for the breaking release",
+        || failures_reported(dir, &breaking) == Some(3),
+    );
+    assert_eq!(
+        net.relay_versions(),
+        [want.as_str(), want.as_str(), want.as_str()]
+    );
+    let reason = read_json(&net.info.relays[0].home.join("upgrade-state.json"));
+    assert!(
+        reason["failures"][breaking.as_str()].is_object(),
+        "recorded: {reason}"
+    );
+    // An expanding change is installed...
+    let expand = releases::publish_with(&net.dir, &relay_build, Some("schema-expand"))
+        .unwrap()
+        .version
+        .to_string();
+    wait_listed(&net, "every relay to run the expanding release", || {
+        net.relay_versions().iter().all(|v| *v == expand)
+    });
+    wait_listed(&net, "every expanding hand-over to commit", || {
+        net.info
+            .relays
+            .iter()
+            .all(|r| !r.home.join("upgrade-journal.json").exists())
+    });
+    // ...and rolling the backing relay back to the release before it (which does not know
+    // the new schema version) hands over to it, and it starts again after a restart.
+    let backing = &net.info.relays[2];
+    let bin = backing.home.join(RELAY);
+    let out = harness::run(
+        Command::new(&bin)
+            .arg("--home")
+            .arg(&backing.home)
+            .args(["rollback", "--yes"]),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    assert_eq!(out.code(), Some(0), "rollback: {out}");
+    wait_listed(
+        &net,
+        "the backing relay to run the previous release",
+        || net.relay_versions()[2] == want,
+    );
+    for cmd in ["stop", "start"] {
+        let out = harness::run(
+            Command::new(&bin).arg("--home").arg(&backing.home).arg(cmd),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(out.code(), Some(0), "{cmd} after the rollback: {out}");
+    }
+    wait_listed(&net, "the restarted backing relay to serve", || {
+        net.relay_versions()[2] == want
+    });
+    let l = load();
+    assert!(
+        l.settle(10, WAIT),
+        "the circuit works through the rolled-back relay"
+    );
+    let after = l.stop();
+    assert_eq!(after.failed, 0, "{after}; errors: {:?}", after.errors);
+
+    // 4. The baseline: the original's way, stop then start, on the fronting relay.
     let fronting = &net.info.relays[0];
     let l = load();
     assert!(l.settle(20, WAIT));

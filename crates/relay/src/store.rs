@@ -202,10 +202,34 @@ pub enum Inserted {
     Duplicate,
 }
 
+/// The schema migrations of this build: [`MIGRATIONS`], plus one more when the build is
+/// stamped `fault=schema-expand` or `fault=schema-breaking` (a release drill, see
+/// [`crate::upgrade`]): a table nothing uses, added as [`Compat::Expand`] (older releases
+/// keep working on the database, so the upgrade succeeds and a rollback to the previous
+/// release still starts) or as [`Compat::Breaking`] (refused during a zero-downtime
+/// hand-over, so the release is rolled back without touching the database).
+pub fn migrations() -> Vec<Migration> {
+    let mut all = MIGRATIONS.to_vec();
+    let compat = match crate::upgrade::fault().as_deref() {
+        Some("schema-expand") => Compat::Expand,
+        Some("schema-breaking") => Compat::Breaking,
+        _ => return all,
+    };
+    let next = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0) + 1;
+    all.push(Migration {
+        version: next,
+        name: "release drill: an unused table",
+        compat,
+        sqlite: "CREATE TABLE relay_release_drill (id BIGINT PRIMARY KEY);\n",
+        postgres: "CREATE TABLE relay_release_drill (id BIGINT PRIMARY KEY);\n",
+    });
+    all
+}
+
 impl TokenStore {
     /// Migrates the schema and starts the writer task (needs a tokio runtime).
     pub async fn open(db: Db) -> Result<TokenStore, TokenStoreError> {
-        db.migrate(COMPONENT, MIGRATIONS).await?;
+        db.migrate(COMPONENT, &migrations()).await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(writer(db.clone(), rx));
         Ok(TokenStore { db, writer: tx })

@@ -6,12 +6,15 @@
 //! Data is not migrated on copies: during a hand-over the old and the new process serve at
 //! the same time and both write sharetokens to the same database, so a copy would lose what
 //! the old one stores after it was taken. The database schema therefore only grows in ways
-//! the previous release tolerates (wireleap-store's versioned migrations), and migrations
-//! here only rewrite `config.json`.
+//! the previous release tolerates (`wireleap_store::Compat::Expand`; a breaking schema
+//! migration is refused during a hand-over), and migrations here only rewrite
+//! `config.json`.
 //!
 //! The build stamp may carry `fault=crash-on-start` or `fault=fail-migration`: a release
 //! drill for operators (and the end-to-end tests) to watch a broken release be rolled back
-//! and skipped without building a broken binary. An unstamped binary has no fault.
+//! and skipped without building a broken binary. `fault=schema-expand` and
+//! `fault=schema-breaking` add one schema migration of that kind ([`crate::store::migrations`]).
+//! An unstamped binary has no fault.
 
 use crate::config::RelayConfig;
 use crate::runtime::{RelayHandle, LISTENER_H2C, LISTENER_REST, LISTENER_TLS};
