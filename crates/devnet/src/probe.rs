@@ -72,15 +72,14 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16,
 
 /// POST a JSON body to `http://{addr}{path}`; any status but 200 is an error.
 pub fn post_json(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> Result<Vec<u8>> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let reply = wireleap_e2e::http_post(
+        addr,
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+        timeout,
     )?;
-    let (code, body) = read_reply(s)?;
+    let (code, body) = reply_parts(reply)?;
     if code != 200 {
         bail!(
             "POST {path} answered {code}: {}",

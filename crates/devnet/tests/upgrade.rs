@@ -52,6 +52,18 @@ fn wait_listed(net: &Devnet, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Runs the relay installed in `home` (`<home>/wireleap-relay --home <home> args`).
+fn relay_cmd(home: &Path, args: &[&str], timeout: Duration) -> harness::Output {
+    harness::run(
+        Command::new(home.join(RELAY))
+            .arg("--home")
+            .arg(home)
+            .args(args),
+        timeout,
+    )
+    .unwrap()
+}
+
 /// How many relays reported `version` as failed in the directory's `/info`.
 fn failures_reported(dir: SocketAddr, version: &str) -> Option<u64> {
     http_get(dir, "/info", Duration::from_secs(3))
@@ -191,15 +203,11 @@ fn relays_upgrade_under_load_and_roll_back_a_broken_release() {
     // ...and rolling the backing relay back to the release before it (which does not know
     // the new schema version) hands over to it, and it starts again after a restart.
     let backing = &net.info.relays[2];
-    let bin = backing.home.join(RELAY);
-    let out = harness::run(
-        Command::new(&bin)
-            .arg("--home")
-            .arg(&backing.home)
-            .args(["rollback", "--yes"]),
+    let out = relay_cmd(
+        &backing.home,
+        &["rollback", "--yes"],
         Duration::from_secs(120),
-    )
-    .unwrap();
+    );
     assert_eq!(out.code(), Some(0), "rollback: {out}");
     wait_listed(
         &net,
@@ -207,11 +215,7 @@ fn relays_upgrade_under_load_and_roll_back_a_broken_release() {
         || net.relay_versions()[2] == want,
     );
     for cmd in ["stop", "start"] {
-        let out = harness::run(
-            Command::new(&bin).arg("--home").arg(&backing.home).arg(cmd),
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let out = relay_cmd(&backing.home, &[cmd], Duration::from_secs(60));
         assert_eq!(out.code(), Some(0), "{cmd} after the rollback: {out}");
     }
     wait_listed(&net, "the restarted backing relay to serve", || {
@@ -229,16 +233,8 @@ fn relays_upgrade_under_load_and_roll_back_a_broken_release() {
     let fronting = &net.info.relays[0];
     let l = load();
     assert!(l.settle(20, WAIT));
-    let bin = fronting.home.join(RELAY);
     for cmd in ["stop", "start"] {
-        let out = harness::run(
-            Command::new(&bin)
-                .arg("--home")
-                .arg(&fronting.home)
-                .arg(cmd),
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let out = relay_cmd(&fronting.home, &[cmd], Duration::from_secs(60));
         assert_eq!(out.code(), Some(0), "{cmd}: {out}");
     }
     assert!(l.settle(20, WAIT), "the load recovers after the restart");

@@ -284,13 +284,6 @@ impl Db {
             if current >= m.version {
                 continue;
             }
-            if m.compat == Compat::Breaking && current > 0 && predecessor_running {
-                return Err(StoreError::BreakingDuringHandover {
-                    component,
-                    version: m.version,
-                    name: m.name,
-                });
-            }
             let sql = match self.backend {
                 Backend::Sqlite => m.sqlite,
                 Backend::Postgres => m.postgres,
@@ -320,17 +313,15 @@ impl Db {
                 // Unknown floor (older database): the version it was at.
                 Compat::Expand => floor.unwrap_or(current),
             };
-            sqlx::query("DELETE FROM wireleap_schema_floor WHERE component = $1")
-                .bind(component)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-            sqlx::query("INSERT INTO wireleap_schema_floor (component, version) VALUES ($1, $2)")
-                .bind(component)
-                .bind(new_floor)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
+            sqlx::query(
+                "INSERT INTO wireleap_schema_floor (component, version) VALUES ($1, $2) \
+                 ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+            )
+            .bind(component)
+            .bind(new_floor)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
             tx.commit().await.map_err(fail)?;
             tracing::info!(
                 component,
@@ -362,13 +353,11 @@ impl Db {
 
     /// The schema version of `component` (0 when none).
     pub async fn schema_version(&self, component: &str) -> Result<i64, StoreError> {
-        let row: AnyRow = sqlx::query(
-            "SELECT COALESCE(MAX(version), 0) AS v FROM wireleap_schema WHERE component = $1",
-        )
-        .bind(component)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::query("reading the schema version"))?;
+        let row: AnyRow = sqlx::query(SCHEMA_VERSION_SQL)
+            .bind(component)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query("reading the schema version"))?;
         row.try_get("v")
             .map_err(StoreError::query("reading the schema version"))
     }
@@ -384,9 +373,14 @@ async fn current_version(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     component: &str,
 ) -> Result<i64, StoreError> {
-    let sql = "SELECT COALESCE(MAX(version), 0) AS v FROM wireleap_schema WHERE component = $1";
-    Ok(scalar(tx, sql, component).await?.unwrap_or(0))
+    Ok(scalar(tx, SCHEMA_VERSION_SQL, component)
+        .await?
+        .unwrap_or(0))
 }
+
+/// A component's schema version (0 when none), as column `v`.
+const SCHEMA_VERSION_SQL: &str =
+    "SELECT COALESCE(MAX(version), 0) AS v FROM wireleap_schema WHERE component = $1";
 
 /// The `v` column of a one-row query bound to `component`; `None` when there is no row.
 async fn scalar(
